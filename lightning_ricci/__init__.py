@@ -1,0 +1,48 @@
+"""lightning-ricci: Ricci-flow diagnostics for neural networks.
+
+The geometry core (:func:`ricci_flow` and its pieces) needs only torch. :class:`RicciFlowMonitor`, the
+Lightning callback, is imported lazily so that the functional API does not pull in Lightning.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lightning_ricci.geometry import (
+    RicciFlowResult,
+    approx_ollivier_curvature,
+    augmented_forman_curvature,
+    forman_curvature,
+    geodesic_distances,
+    geodesic_sums,
+    knn_graph,
+    pearson,
+    ricci_flow,
+)
+
+if TYPE_CHECKING:
+    from lightning_ricci.callback import RicciFlowMonitor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RicciFlowMonitor",
+    "RicciFlowResult",
+    "approx_ollivier_curvature",
+    "augmented_forman_curvature",
+    "forman_curvature",
+    "geodesic_distances",
+    "geodesic_sums",
+    "knn_graph",
+    "pearson",
+    "ricci_flow",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RicciFlowMonitor":
+        from lightning_ricci.callback import RicciFlowMonitor
+
+        return RicciFlowMonitor
+    raise AttributeError(f"module 'lightning_ricci' has no attribute {name!r}")

@@ -1,0 +1,85 @@
+"""Input validation shared by the public functions of :mod:`lightning_ricci.geometry`.
+
+Every public function validates once, here, and raises ``TypeError`` for a wrong type and ``ValueError``
+for a wrong value or shape. Messages name the argument in backticks, say what was expected and end with
+what was received: "`k` must be >= 1 (got 0)".
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {options} (got {value!r})")
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an ``int`` after checking its type and bounds (``low <= value < high``)."""
+    if isinstance(value, bool) or isinstance(value, float) or (isinstance(value, Tensor) and value.is_floating_point()):
+        raise TypeError(f"`{name}` must be an int (got {type(value).__name__})")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an int (got {type(value).__name__})") from None
+    if low is not None and value < low:
+        raise ValueError(f"`{name}` must be >= {low} (got {value})")
+    if high is not None and value >= high:
+        raise ValueError(f"`{name}` must be < {high} (got {value})")
+    return value
+
+
+def check_features(name: str, x: Any, *, allow_1d: bool = False) -> Tensor:
+    """Check one feature tensor and return it flattened to [N, D].
+
+    Args:
+        name (str): argument name used in error messages, e.g. ``"layers[2]"``.
+        x (Tensor): [N, ...] float32 or float64 features.
+        allow_1d (bool): treat a 1-D tensor as N points with one feature. Default: False.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor (got {type(x).__name__})")
+    if x.dim() == 1 and allow_1d:
+        x = x.unsqueeze(1)
+    if x.dim() < 2:
+        raise ValueError(f"`{name}` must have shape [N, ...] with at least 2 dimensions (got shape {tuple(x.shape)})")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"`{name}` must be float32 or float64 (got {x.dtype}); "
+            "cast it first, e.g. `x.float()` (half precision would flip kNN edges)"
+        )
+    if x.numel() == 0:
+        raise ValueError(f"`{name}` must not be empty (got shape {tuple(x.shape)})")
+    x = x.reshape(x.shape[0], -1)
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise ValueError(f"`{name}` must be finite (got NaN or Inf in {bad} of {x.shape[0]} rows)")
+    return x
+
+
+def check_layers(layers: Any) -> list[Tensor]:
+    """Check a sequence of per-layer features and return them flattened to [N, D_l]."""
+    if isinstance(layers, Tensor) or not isinstance(layers, Sequence):
+        raise TypeError(f"`layers` must be a sequence of tensors, one per layer (got {type(layers).__name__})")
+    if len(layers) < 3:
+        raise ValueError(f"`layers` must hold at least 3 layers (the input and two more) (got {len(layers)})")
+    flat = [check_features(f"layers[{i}]", x) for i, x in enumerate(layers)]
+    n, device = flat[0].shape[0], flat[0].device
+    for i, x in enumerate(flat[1:], start=1):
+        if x.shape[0] != n:
+            raise ValueError(
+                f"`layers[{i}]` must have the same number of points as `layers[0]` ({n}) (got {x.shape[0]})"
+            )
+        if x.device != device:
+            raise ValueError(f"`layers[{i}]` must be on the same device as `layers[0]` ({device}) (got {x.device})")
+    return flat
