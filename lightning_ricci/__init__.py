@@ -18,6 +18,7 @@ from lightning_ricci.geometry import (
     knn_graph,
     pearson,
     ricci_flow,
+    to_pyg,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "knn_graph",
     "pearson",
     "ricci_flow",
+    "to_pyg",
     "__version__",
 ]
 

@@ -12,6 +12,7 @@ from lightning_ricci.geometry.curvature import (
 )
 from lightning_ricci.geometry.flow import ricci_flow
 from lightning_ricci.geometry.geodesics import geodesic_distances, geodesic_sums
+from lightning_ricci.geometry.interop import to_pyg
 from lightning_ricci.geometry.knn import knn_graph
 from lightning_ricci.geometry.result import RicciFlowResult
 
@@ -25,4 +26,5 @@ __all__ = [
     "knn_graph",
     "pearson",
     "ricci_flow",
+    "to_pyg",
 ]

@@ -49,7 +49,11 @@ class NeighbourOr:
     Every row's neighbour list is cut into pieces of at most ``width`` entries. The pieces are sorted by
     fill so that slot ``s`` touches only the pieces that have an entry there (no padding is read). Rows
     with more than one piece (hubs) are combined the same way in a further stage, until one piece per
-    row is left. All index arrays are built once; :meth:`__call__` only gathers and ORs.
+    row is left. Index arrays and buffers are built once; a call only gathers and ORs in place, which
+    matters on the CPU, where every fresh multi-megabyte allocation costs page faults.
+
+    When rows are ordered by non-increasing degree, the last stage already lists rows in order and no
+    final permutation is needed.
 
     Args:
         ptr (Tensor): [R + 1] long CSR row pointer.
@@ -79,19 +83,42 @@ class NeighbourOr:
             inv = torch.empty_like(perm)
             inv[perm] = torch.arange(total, device=device)
             if total == rows:
-                self.final = inv  # piece of row r sits at inv[r]
+                identity = bool((inv == torch.arange(total, device=device)).all())
+                self.final: Tensor | None = None if identity else inv
                 break
             ptr = torch.cat([ptr.new_zeros(1), num_pieces.cumsum(0)])
             col = inv  # pieces of a row are consecutive in row order; their outputs sit at inv[...]
+        self._buffers: list[Tensor] = []
 
-    def __call__(self, src: Tensor) -> Tensor:
+    def _allocate(self, like: Tensor) -> None:
+        words = like.shape[1]
+        last = len(self.stages) - 1
+        self._buffers = [
+            like.new_zeros(total, words) if (i < last or self.final is not None) else like.new_zeros(0, words)
+            for i, (total, _) in enumerate(self.stages)
+        ]
+        widest = max((idx.numel() for _, slots in self.stages for idx in slots[1:]), default=0)
+        self._tmp = like.new_empty(widest, words)
+
+    def __call__(self, src: Tensor, out: Tensor) -> Tensor:
+        """Write the neighbourhood OR of ``src`` [R, W] into ``out`` [R, W] and return ``out``."""
+        if not self._buffers or self._buffers[0].shape[1] != src.shape[1]:
+            self._allocate(src)
         x = src
-        for total, slots in self.stages:
-            out = x.new_zeros(total, x.shape[1])
+        last = len(self.stages) - 1
+        for i, (_, slots) in enumerate(self.stages):
+            buf = out if (i == last and self.final is None) else self._buffers[i]
             for s, idx in enumerate(slots):
+                n = idx.numel()
                 if s == 0:
-                    out[: idx.numel()] = x.index_select(0, idx)
+                    torch.index_select(x, 0, idx, out=buf[:n])
+                    if n < buf.shape[0]:
+                        buf[n:] = 0  # rows without neighbours
                 else:
-                    out[: idx.numel()] |= x.index_select(0, idx)
-            x = out
-        return x.index_select(0, self.final)
+                    tmp = self._tmp[:n]
+                    torch.index_select(x, 0, idx, out=tmp)
+                    buf[:n] |= tmp
+            x = buf
+        if self.final is not None:
+            torch.index_select(x, 0, self.final, out=out)
+        return out

@@ -39,13 +39,14 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     return value
 
 
-def check_features(name: str, x: Any, *, allow_1d: bool = False) -> Tensor:
+def check_features(name: str, x: Any, *, allow_1d: bool = False, finite: bool = True) -> Tensor:
     """Check one feature tensor and return it flattened to [N, D].
 
     Args:
         name (str): argument name used in error messages, e.g. ``"layers[2]"``.
         x (Tensor): [N, ...] float32 or float64 features.
         allow_1d (bool): treat a 1-D tensor as N points with one feature. Default: False.
+        finite (bool): also check that every value is finite. Default: True.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor (got {type(x).__name__})")
@@ -61,10 +62,16 @@ def check_features(name: str, x: Any, *, allow_1d: bool = False) -> Tensor:
     if x.numel() == 0:
         raise ValueError(f"`{name}` must not be empty (got shape {tuple(x.shape)})")
     x = x.reshape(x.shape[0], -1)
+    if finite:
+        check_finite(name, x)
+    return x
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or Inf."""
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise ValueError(f"`{name}` must be finite (got NaN or Inf in {bad} of {x.shape[0]} rows)")
-    return x
 
 
 def check_layers(layers: Any) -> list[Tensor]:
@@ -73,7 +80,7 @@ def check_layers(layers: Any) -> list[Tensor]:
         raise TypeError(f"`layers` must be a sequence of tensors, one per layer (got {type(layers).__name__})")
     if len(layers) < 3:
         raise ValueError(f"`layers` must hold at least 3 layers (the input and two more) (got {len(layers)})")
-    flat = [check_features(f"layers[{i}]", x) for i, x in enumerate(layers)]
+    flat = [check_features(f"layers[{i}]", x, finite=False) for i, x in enumerate(layers)]
     n, device = flat[0].shape[0], flat[0].device
     for i, x in enumerate(flat[1:], start=1):
         if x.shape[0] != n:
@@ -82,4 +89,6 @@ def check_layers(layers: Any) -> list[Tensor]:
             )
         if x.device != device:
             raise ValueError(f"`layers[{i}]` must be on the same device as `layers[0]` ({device}) (got {x.device})")
+    for i, x in enumerate(flat):
+        check_finite(f"layers[{i}]", x)
     return flat

@@ -64,76 +64,102 @@ def multi_source_bfs(
 ) -> _BfsResult:
     """All-sources BFS on ``num_graphs`` graphs over the same ``num_nodes`` nodes.
 
+    Rows are relabelled by non-increasing degree (so the neighbourhood OR needs no final permutation).
+    Each level ORs the newly reached bits into bit planes that spell the level in binary, so the
+    distance sums (and masked sums and per-pair distances) are read off the planes once at the end
+    instead of a popcount per level.
+
     Args:
         ptr (Tensor): [R + 1] CSR pointer over rows ``b * num_nodes + v``.
         col (Tensor): [E] neighbour rows (inside the same graph).
         num_graphs (int): B.
         num_nodes (int): N.
-        masks (list[Tensor], optional): each [R] long labels; pairs (v, s) count in that mask's sum
-            when ``labels[v] == labels[b * N + s]`` for the row's graph b. Default: None.
+        masks (list[Tensor], optional): each [R] long labels; a pair (v, s) of graph b counts in that
+            mask's sum when ``labels[b * N + v] == labels[b * N + s]``. Default: None.
         queries (Tensor, optional): [2, Q] long (row, target node) pairs whose distance is wanted.
         block_words (int, optional): sources per block / 64. Default: from a memory budget.
     """
     device = ptr.device
     rows = num_graphs * num_nodes
     masks = masks or []
-    plan = NeighbourOr(ptr, col)
+    degree = ptr[1:] - ptr[:-1]
+    order = torch.argsort(degree, descending=True, stable=True)  # new row -> old row
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(rows, device=device)  # old row -> new row
+    new_deg = degree[order]
+    new_ptr = torch.cat([ptr.new_zeros(1), new_deg.cumsum(0)])
+    seg = torch.repeat_interleave(torch.arange(rows, device=device), new_deg, output_size=col.numel())
+    within = torch.arange(col.numel(), device=device) - new_ptr[:-1][seg]
+    new_col = rank[col[ptr[:-1][order][seg] + within]]
+    plan = NeighbourOr(new_ptr, new_col)
+
     total_words = (num_nodes + 63) // 64
     if block_words is None:
         budget = _BFS_BYTES.get(device.type, _BFS_BYTES["cuda"])
-        block_words = max(1, budget // (8 * rows * (6 + len(masks))))
+        block_words = max(1, budget // (8 * rows * (12 + len(masks))))
     block_words = min(block_words, total_words)
     check_every = 1 if device.type == "cpu" else 4
+    graph_of_row = torch.arange(rows, device=device) // num_nodes
+    keyed_masks = [(labels * num_graphs + graph_of_row)[order] for labels in masks]
 
     dist_sum = torch.zeros(rows, dtype=torch.long, device=device)
     masked_sums = [torch.zeros(rows, dtype=torch.long, device=device) for _ in masks]
     num_q = 0 if queries is None else queries.shape[1]
     query_dist = torch.full((num_q,), -1, dtype=torch.long, device=device)
-    graph_of_row = torch.arange(rows, device=device) // num_nodes
 
     for s0 in range(0, num_nodes, 64 * block_words):
         num_src = min(64 * block_words, num_nodes - s0)
         words = (num_src + 63) // 64
         src_local = torch.arange(num_src, device=device)
-        start_rows = (torch.arange(num_graphs, device=device).unsqueeze(1) * num_nodes + s0 + src_local).flatten()
-        frontier = pack_rows(start_rows, src_local.repeat(num_graphs), rows, words)
-        visited = frontier.clone()
-        block_masks = []
-        for labels in masks:
-            # Row (b, v) keeps the sources s of the block with labels[(b, s)] == labels[(b, v)].
-            keyed = labels * num_graphs + graph_of_row
-            uniq, inv = torch.unique(keyed[start_rows], return_inverse=True)
-            bits = pack_rows(inv, src_local.repeat(num_graphs), uniq.numel(), words)
-            pos = torch.searchsorted(uniq, keyed).clamp(max=uniq.numel() - 1)
-            hit = uniq[pos] == keyed
-            m = bits[pos]
-            m[~hit] = 0
-            block_masks.append(m)
-        if num_q:
-            assert queries is not None
-            in_block = (queries[1] >= s0) & (queries[1] < s0 + num_src)
-            q_idx = in_block.nonzero().squeeze(1)
-            q_row = queries[0, q_idx]
-            q_off = queries[1, q_idx] - s0
-            q_word, q_bit = q_off // 64, q_off % 64
+        src_pos = src_local.repeat(num_graphs)
+        start_rows = rank[(torch.arange(num_graphs, device=device).unsqueeze(1) * num_nodes + s0 + src_local).flatten()]
+        frontier = pack_rows(start_rows, src_pos, rows, words)
+        unvisited = ~frontier
+        if num_src % 64:
+            unvisited[:, -1] &= (1 << (num_src % 64)) - 1  # bits past the last source are never reached
+        nxt = torch.empty_like(frontier)
+        planes: list[Tensor] = []
         level = 0
         while True:
             level += 1
-            nxt = plan(frontier)
-            nxt &= ~visited
+            plan(frontier, nxt)
+            nxt &= unvisited
             if level % check_every == 0 and not bool(nxt.any()):
                 break
-            if level > num_nodes:  # only reached after empty levels on devices that check lazily
+            if level > num_nodes:  # only after empty levels on devices that check lazily
                 break
-            visited |= nxt
-            dist_sum += level * popcount_rows(nxt)
-            for total, m in zip(masked_sums, block_masks):
-                total += level * popcount_rows(nxt & m)
-            if num_q and q_idx.numel():
-                hit = ((nxt[q_row, q_word] >> q_bit) & 1).bool()
-                query_dist[q_idx] = torch.where(hit, torch.full_like(q_row, level), query_dist[q_idx])
-            frontier = nxt
-    return _BfsResult(dist_sum, masked_sums, query_dist)
+            unvisited ^= nxt
+            while level >= 1 << len(planes):
+                planes.append(torch.zeros_like(frontier))
+            for p, plane in enumerate(planes):
+                if level >> p & 1:
+                    plane |= nxt
+            frontier, nxt = nxt, frontier
+
+        # Read the sums off the bit planes: distance = sum over p of 2^p * bit of plane p.
+        for p, plane in enumerate(planes):
+            dist_sum += popcount_rows(plane) << p
+        for keyed, total in zip(keyed_masks, masked_sums):
+            uniq, inv = torch.unique(keyed[start_rows], return_inverse=True)
+            bits = pack_rows(inv, src_pos, uniq.numel(), words)
+            pos = torch.searchsorted(uniq, keyed).clamp(max=uniq.numel() - 1)
+            mask = bits[pos]
+            mask[uniq[pos] != keyed] = 0
+            for p, plane in enumerate(planes):
+                total += popcount_rows(plane & mask) << p
+        if num_q:
+            assert queries is not None
+            q_idx = ((queries[1] >= s0) & (queries[1] < s0 + num_src)).nonzero().squeeze(1)
+            q_row = rank[queries[0, q_idx]]
+            q_off = queries[1, q_idx] - s0
+            q_word, q_bit = q_off // 64, q_off % 64
+            dist = torch.zeros_like(q_row)
+            for p, plane in enumerate(planes):
+                dist |= ((plane[q_row, q_word] >> q_bit) & 1) << p
+            reached = ((unvisited[q_row, q_word] >> q_bit) & 1) == 0
+            query_dist[q_idx] = torch.where(reached, dist, torch.full_like(dist, -1))
+
+    return _BfsResult(dist_sum[rank], [t[rank] for t in masked_sums], query_dist)
 
 
 def geodesic_sums(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
