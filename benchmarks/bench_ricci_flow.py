@@ -1,0 +1,173 @@
+"""Side-by-side speed of ``ricci_flow`` against a straightforward dense scipy pipeline.
+
+Usage::
+
+    python benchmarks/bench_ricci_flow.py              # CPU cases (and GPU cases when CUDA is present)
+    python benchmarks/bench_ricci_flow.py --quick      # smaller cases, for a smoke run
+
+Workload (as in the papers' timing): n probe points ~ N(0, I_784) through a random He-initialised
+784 -> W ReLU MLP; ``convention="baptista"``, ``k = 10``. The reference implements the same definitions
+the obvious way (float64 distance matrix as R's ``dist``, per-row k-th distance with ties, dense
+curvature, ``scipy.sparse.csgraph.shortest_path``, R's infinity rules) and runs in the same process.
+Every row checks that the two coefficients agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from lightning_ricci import ricci_flow
+
+
+def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    h = torch.randn(n, in_dim, generator=gen)
+    layers = [h]
+    for w in widths:
+        weight = torch.randn(h.shape[1], w, generator=gen) * math.sqrt(2.0 / h.shape[1])
+        h = torch.relu(h @ weight)
+        layers.append(h)
+    return [x.to(device) for x in layers]
+
+
+def reference_baptista(layers: list[np.ndarray], k: int) -> float:
+    """Dense scipy version of the R pipeline of Baptista et al. (per-network shifted coefficient)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import shortest_path
+    from scipy.spatial.distance import cdist
+
+    totals, dists = [], []
+    for x in layers:
+        d = cdist(x, x)
+        np.fill_diagonal(d, np.inf)
+        kth = np.partition(d, k - 1, axis=1)[:, k - 1]
+        adj = d <= kth[:, None]
+        deg = adj.sum(0) + adj.sum(1)
+        totals.append(float((adj * (4 - deg[:, None] - deg[None, :])).sum()))
+        dists.append(shortest_path(csr_matrix(adj | adj.T), directed=False, unweighted=True))
+    eta, excluded = [], False
+    for prev, cur in zip(dists[:-1], dists[1:]):
+        with np.errstate(invalid="ignore"):
+            diff = cur - prev
+        rows = np.where(np.isnan(diff), 0.0, diff).sum(1)
+        plus, minus = np.isposinf(diff).any(1), np.isneginf(diff).any(1)
+        rows = np.where(plus & minus, np.nan, rows)
+        value = np.nansum(rows) if not np.isnan(rows).all() else np.nan
+        excluded |= bool(np.isinf(value))
+        eta.append(value)
+    if excluded:
+        return math.nan
+    x, y = np.array(totals[1:-1]), np.array(eta[1:])
+    keep = ~np.isnan(y)
+    return float(np.corrcoef(x[keep], y[keep])[0, 1])
+
+
+def timed(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, object]:
+    out = fn()  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def cpu_versus_reference(cases: list[tuple[int, int, int]], repeats: int) -> None:
+    print("\n## CPU: ricci_flow vs dense scipy reference, same process, convention='baptista', k=10")
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads: {torch.get_num_threads()}")
+    print(row(["n", "layers", "width", "reference s", "ricci_flow s", "speed-up", "coefficient (ours / reference)"]))
+    print(row(["---"] * 7))
+    for n, depth, width in cases:
+        layers = mlp_activations(n, [width] * depth)
+        arrays = [x.double().numpy() for x in layers]
+        t_ref, ref = timed(lambda: reference_baptista(arrays, 10), "cpu", 1)
+        t_ours, res = timed(lambda: ricci_flow(layers, 10), "cpu", repeats)
+        ours = res.coefficient  # type: ignore[attr-defined]
+        agree = (math.isnan(ours) and math.isnan(ref)) or abs(ours - ref) < 1e-9  # type: ignore[arg-type]
+        print(row([str(n), f"784 + {depth}x{width}", str(width), f"{t_ref:.2f}", f"{t_ours:.3f}",
+                   f"{t_ref / t_ours:.1f}x", f"{ours:.6f} / {ref:.6f} {'ok' if agree else 'MISMATCH'}"]))
+        if not agree:
+            raise SystemExit("coefficients disagree")
+
+
+def torch_cluster_versus_gemm(n: int, device: str) -> None:
+    try:
+        import torch_cluster  # noqa: F401
+    except ModuleNotFoundError:
+        print("\n(torch-cluster not installed: backend comparison skipped)")
+        return
+    layers = mlp_activations(n, [512] * 5, device=device)
+    t_gemm, a = timed(lambda: ricci_flow(layers, 10, convention="hehl"), device, 2)
+    t_tc, b = timed(lambda: ricci_flow(layers, 10, convention="hehl", knn_backend="torch_cluster"), device, 2)
+    print(f"\n## kNN backends, {device}, n={n}, 784 + 5x512, convention='hehl', k=10")
+    print(row(["backend", "ricci_flow s", "coefficient"]))
+    print(row(["---"] * 3))
+    print(row(["gemm (default)", f"{t_gemm:.3f}", f"{a.coefficient:.6f}"]))  # type: ignore[attr-defined]
+    print(row(["torch_cluster", f"{t_tc:.3f}", f"{b.coefficient:.6f}"]))  # type: ignore[attr-defined]
+
+
+def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: float) -> None:
+    print(f"\n## Scaling on {device}: {depth} layers of width {width} (+ 784-D input), k=10, convention='baptista'")
+    print(row(["n", "seconds", "peak memory MB"]))
+    print(row(["---"] * 3))
+    ns, ts = [], []
+    for n in sizes:
+        layers = mlp_activations(n, [width] * depth, device=device)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        t, _ = timed(lambda: ricci_flow(layers, 10), device, 2 if n <= 10000 else 1)
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else _rss_mb()
+        print(row([str(n), f"{t:.4f}", f"{peak:.0f}"]))
+        ns.append(n)
+        ts.append(t)
+        del layers
+        if t > limit_s:
+            break
+    if len(ns) >= 2:
+        slope = np.polyfit(np.log(ns), np.log(ts), 1)[0]
+        print(f"fitted growth exponent (time ~ n^p): p = {slope:.2f}")
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small cases only")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.quick:
+        cpu_versus_reference([(500, 5, 64)], args.repeats)
+        scaling("cpu", [500, 1000], 5, 128, 5.0)
+        return
+    cpu_versus_reference([(1000, 5, 50), (1000, 5, 512), (2000, 5, 50), (2000, 5, 512)], args.repeats)
+    torch_cluster_versus_gemm(2000, "cpu")
+    scaling("cpu", [1000, 2000, 5000, 10000, 20000], 5, 512, 60.0)
+    if torch.cuda.is_available():
+        print(f"\nGPU: {torch.cuda.get_device_name()}")
+        torch_cluster_versus_gemm(5000, "cuda")
+        scaling("cuda", [1000, 2000, 5000, 10000, 20000, 50000], 7, 512, 600.0)
+
+
+if __name__ == "__main__":
+    main()
