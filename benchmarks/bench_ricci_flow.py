@@ -15,6 +15,7 @@ Every row checks that the two coefficients agree.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import platform
 import time
@@ -53,7 +54,7 @@ def reference_baptista(layers: list[np.ndarray], k: int) -> float:
         totals.append(float((adj * (4 - deg[:, None] - deg[None, :])).sum()))
         dists.append(shortest_path(csr_matrix(adj | adj.T), directed=False, unweighted=True))
     eta, excluded = [], False
-    for prev, cur in zip(dists[:-1], dists[1:]):
+    for prev, cur in itertools.pairwise(dists):
         with np.errstate(invalid="ignore"):
             diff = cur - prev
         rows = np.where(np.isnan(diff), 0.0, diff).sum(1)
@@ -95,8 +96,8 @@ def cpu_versus_reference(cases: list[tuple[int, int, int]], repeats: int) -> Non
     for n, depth, width in cases:
         layers = mlp_activations(n, [width] * depth)
         arrays = [x.double().numpy() for x in layers]
-        t_ref, ref = timed(lambda: reference_baptista(arrays, 10), "cpu", 1)
-        t_ours, res = timed(lambda: ricci_flow(layers, 10), "cpu", repeats)
+        t_ref, ref = timed(lambda a=arrays: reference_baptista(a, 10), "cpu", 1)
+        t_ours, res = timed(lambda x=layers: ricci_flow(x, 10), "cpu", repeats)
         ours = res.coefficient  # type: ignore[attr-defined]
         agree = (math.isnan(ours) and math.isnan(ref)) or abs(ours - ref) < 1e-9  # type: ignore[arg-type]
         print(row([str(n), f"784 + {depth}x{width}", str(width), f"{t_ref:.2f}", f"{t_ours:.3f}",
@@ -123,7 +124,7 @@ def torch_cluster_versus_gemm(n: int, device: str) -> None:
 
 def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: float) -> None:
     print(f"\n## Scaling on {device}: {depth} layers of width {width} (+ 784-D input), k=10, convention='baptista'")
-    print(row(["n", "seconds", "peak memory MB"]))
+    print(row(["n", "seconds", "peak GPU memory MB" if device == "cuda" else "process peak RSS MB"]))
     print(row(["---"] * 3))
     ns, ts = [], []
     for n in sizes:
@@ -131,7 +132,7 @@ def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: floa
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        t, _ = timed(lambda: ricci_flow(layers, 10), device, 2 if n <= 10000 else 1)
+        t, _ = timed(lambda x=layers: ricci_flow(x, 10), device, 2 if n <= 10000 else 1)
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else _rss_mb()
         print(row([str(n), f"{t:.4f}", f"{peak:.0f}"]))
         ns.append(n)

@@ -26,7 +26,7 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     """Return ``value`` as an ``int`` after checking its type and bounds (``low <= value < high``)."""
-    if isinstance(value, bool) or isinstance(value, float) or (isinstance(value, Tensor) and value.is_floating_point()):
+    if isinstance(value, (bool, float)) or (isinstance(value, Tensor) and value.is_floating_point()):
         raise TypeError(f"`{name}` must be an int (got {type(value).__name__})")
     try:
         value = operator.index(value)
@@ -36,7 +36,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
         raise ValueError(f"`{name}` must be >= {low} (got {value})")
     if high is not None and value >= high:
         raise ValueError(f"`{name}` must be < {high} (got {value})")
-    return value
+    return int(value)
 
 
 def check_features(name: str, x: Any, *, allow_1d: bool = False, finite: bool = True) -> Tensor:
@@ -64,7 +64,8 @@ def check_features(name: str, x: Any, *, allow_1d: bool = False, finite: bool = 
     x = x.reshape(x.shape[0], -1)
     if finite:
         check_finite(name, x)
-    return x
+    flat: Tensor = x
+    return flat
 
 
 def check_finite(name: str, x: Tensor) -> None:

@@ -121,13 +121,14 @@ def _ricci_flow(
     # 4. Chosen edge curvature on the union edges and the scalar curvature of every node.
     triangles = None
     if curvature != "forman":
-        triangles = torch.cat(
-            [
-                triangle_counts(a[m] - l * n, b[m] - l * n, adj_row[mm] - l * n, adj_col[mm] - l * n, n)
-                for l in range(num_layers)
-                for m, mm in [(edge_layer == l, adj_row // n == l)]
-            ]
-        )
+        parts = []
+        for layer in range(num_layers):  # one [N, N / 64] adjacency bitset at a time
+            edges, entries = edge_layer == layer, adj_row // n == layer
+            offset = layer * n
+            parts.append(
+                triangle_counts(a[edges] - offset, b[edges] - offset, adj_row[entries] - offset, adj_col[entries] - offset, n)
+            )
+        triangles = torch.cat(parts)
     kappa = edge_curvature(curvature, degree[a], degree[b], triangles)
     node_curv = torch.zeros(rows, dtype=torch.float64, device=device)
     node_curv.index_add_(0, a, kappa).index_add_(0, b, kappa)
@@ -238,4 +239,5 @@ def _pair_component_sizes(lab: Tensor) -> Tensor:
     stride = num_layers * n
     pair = lab[:-1] * stride + lab[1:]
     _, inv, counts = torch.unique(pair.flatten(), return_inverse=True, return_counts=True)
-    return counts[inv].view(num_layers - 1, n)
+    sizes: Tensor = counts[inv].view(num_layers - 1, n)
+    return sizes

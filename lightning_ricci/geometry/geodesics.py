@@ -225,4 +225,4 @@ def _undirected(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     return key // num_nodes, key % num_nodes
 
 
-__all__ = ["geodesic_sums", "geodesic_distances", "connected_components", "multi_source_bfs", "csr"]
+__all__ = ["connected_components", "csr", "geodesic_distances", "geodesic_sums", "multi_source_bfs"]

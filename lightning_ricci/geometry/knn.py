@@ -310,7 +310,7 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
     owner_u, nbr_j = _expand(full_u, full_g, counts, gstart, members)
     if not keep_ties and tied_u.numel():
         tu, tj = _expand(tied_u, tied_g, counts, gstart, members)
-        key, order = torch.sort(tu * n + tj)
+        order = torch.argsort(tu * n + tj)
         tu, tj = tu[order], tj[order]
         rem = torch.zeros(m, dtype=torch.long, device=x.device)
         rem[rows] = remaining
@@ -335,7 +335,7 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
     i_other, j_other = per_point(owner_u, nbr_j)
     i_own, j_own = per_point(own_u, own_j)
     if not keep_ties and i_own.numel():
-        key, order = torch.sort(i_own * n + j_own)
+        order = torch.argsort(i_own * n + j_own)
         i_own, j_own = i_own[order], j_own[order]
         keep = _ranks_within(i_own) < torch.clamp(counts[inverse[i_own]] - 1, max=k)
         i_own, j_own = i_own[keep], j_own[keep]
