@@ -156,3 +156,18 @@ def test_local_and_layer_coefficients_are_bounded() -> None:
     assert finite.numel() > 0 and bool((finite.abs() <= 1).all())
     assert 0.0 <= result.local_negative_share <= 1.0
     assert -1 <= result.critical_layer < result.layer.numel()
+
+
+def test_small_memory_budget_gives_identical_results() -> None:
+    layers = _mlp_layers(n=300, depth=4)
+    gen = torch.Generator().manual_seed(9)
+    layers[2][:40] = 0.0  # duplicates take the dedup path
+    layers[3] = layers[3] + 100.0 * (torch.rand(300, 1, generator=gen) > 0.5)  # and a disconnected layer
+    for convention in ("baptista", "hehl"):
+        big = ricci_flow(layers, 7, convention=convention)  # type: ignore[arg-type]
+        small = ricci_flow(layers, 7, convention=convention, memory_budget=1 << 16)  # type: ignore[arg-type]
+        for field in ("curvature", "eta", "eta_connected", "geodesic_sum", "local", "layer"):
+            torch.testing.assert_close(getattr(small, field), getattr(big, field), equal_nan=True, rtol=0, atol=0)
+        assert small.excluded == big.excluded
+    with pytest.raises(ValueError, match=r"`memory_budget` must be >= 65536 \(got 10\)"):
+        ricci_flow(layers, 7, memory_budget=10)

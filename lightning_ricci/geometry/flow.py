@@ -29,6 +29,7 @@ def ricci_flow(
     convention: Convention = "baptista",
     curvature: CurvatureKind = "forman",
     knn_backend: KnnBackend = "auto",
+    memory_budget: int | None = None,
 ) -> RicciFlowResult:
     """Ricci-flow diagnostics of a network from the activations of its layers on N probe points.
 
@@ -61,6 +62,9 @@ def ricci_flow(
             ``"augmented_forman"`` or ``"approx_ollivier"``. Default: ``"forman"``.
         knn_backend (str): ``"auto"``/``"gemm"`` (exact blocked GEMM) or ``"torch_cluster"``.
             Default: ``"auto"``.
+        memory_budget (int, optional): bytes of scratch memory for one block of kNN distances and for
+            the BFS bitsets of one block of sources; lower it to trade speed for memory (results do not
+            change). Default: 256 MiB on the CPU, 2 GiB on CUDA.
 
     Returns:
         RicciFlowResult: the coefficients and per-layer quantities, on the device of ``layers``.
@@ -81,12 +85,19 @@ def ricci_flow(
     check_choice("convention", convention, CONVENTIONS)
     check_choice("curvature", curvature, EDGE_CURVATURES)
     check_choice("knn_backend", knn_backend, _KNN_BACKENDS)
+    if memory_budget is not None:
+        memory_budget = check_int("memory_budget", memory_budget, low=1 << 16)
     with torch.no_grad():
-        return _ricci_flow(flat, k, convention, curvature, knn_backend)
+        return _ricci_flow(flat, k, convention, curvature, knn_backend, memory_budget)
 
 
 def _ricci_flow(
-    flat: list[Tensor], k: int, convention: Convention, curvature: CurvatureKind, knn_backend: KnnBackend
+    flat: list[Tensor],
+    k: int,
+    convention: Convention,
+    curvature: CurvatureKind,
+    knn_backend: KnnBackend,
+    memory_budget: int | None,
 ) -> RicciFlowResult:
     num_layers, n = len(flat), flat[0].shape[0]
     device = flat[0].device
@@ -96,7 +107,7 @@ def _ricci_flow(
     # 1. kNN graphs of all layers as one disjoint union: node (l, i) is row l * n + i.
     src_parts, dst_parts, constant = [], [], False
     for layer, x in enumerate(flat):
-        edges, const = knn_edges(x, k, keep_ties=baptista, backend=knn_backend)
+        edges, const = knn_edges(x, k, keep_ties=baptista, backend=knn_backend, memory_budget=memory_budget)
         src_parts.append(edges[0] + layer * n)
         dst_parts.append(edges[1] + layer * n)
         constant |= const
@@ -155,7 +166,8 @@ def _ricci_flow(
     qa, qb = a[early], b[early]
     q_row = torch.cat([qa + n, qb + n])
     q_target = torch.cat([qb, qa]) % n
-    bfs = multi_source_bfs(ptr, col, num_layers, n, masks=masks, queries=torch.stack([q_row, q_target]))
+    queries = torch.stack([q_row, q_target])
+    bfs = multi_source_bfs(ptr, col, num_layers, n, masks=masks, queries=queries, memory_budget=memory_budget)
     dist_sum = bfs.dist_sum.view(num_layers, n)
     if masks is None:
         sum_next, sum_prev = dist_sum, dist_sum

@@ -21,8 +21,7 @@ from torch import Tensor
 from lightning_ricci.geometry._bitset import NeighbourOr, pack_rows, popcount_rows
 from lightning_ricci.geometry._checks import check_int
 
-# Bytes of bitset state (about six [R, W] arrays) per source block.
-_BFS_BYTES = {"cpu": 1 << 28, "cuda": 1 << 31}
+from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET
 
 
 @dataclass
@@ -61,6 +60,7 @@ def multi_source_bfs(
     masks: list[Tensor] | None = None,
     queries: Tensor | None = None,
     block_words: int | None = None,
+    memory_budget: int | None = None,
 ) -> _BfsResult:
     """All-sources BFS on ``num_graphs`` graphs over the same ``num_nodes`` nodes.
 
@@ -77,7 +77,9 @@ def multi_source_bfs(
         masks (list[Tensor], optional): each [R] long labels; a pair (v, s) of graph b counts in that
             mask's sum when ``labels[b * N + v] == labels[b * N + s]``. Default: None.
         queries (Tensor, optional): [2, Q] long (row, target node) pairs whose distance is wanted.
-        block_words (int, optional): sources per block / 64. Default: from a memory budget.
+        block_words (int, optional): sources per block / 64. Default: from ``memory_budget``.
+        memory_budget (int, optional): bytes for the bitset state of one source block (about a dozen
+            [R, W] int64 arrays). Default: :data:`~lightning_ricci.geometry.knn.DEFAULT_MEMORY_BUDGET`.
     """
     device = ptr.device
     rows = num_graphs * num_nodes
@@ -95,7 +97,7 @@ def multi_source_bfs(
 
     total_words = (num_nodes + 63) // 64
     if block_words is None:
-        budget = _BFS_BYTES.get(device.type, _BFS_BYTES["cuda"])
+        budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type, DEFAULT_MEMORY_BUDGET["cuda"])
         block_words = max(1, budget // (8 * rows * (12 + len(masks))))
     block_words = min(block_words, total_words)
     check_every = 1 if device.type == "cpu" else 4

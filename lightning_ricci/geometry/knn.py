@@ -34,10 +34,9 @@ KnnBackend = Literal["auto", "gemm", "torch_cluster"]
 
 _KNN_BACKENDS = ("auto", "gemm", "torch_cluster")
 _TIES = ("keep", "first")
-# Elements of one [rows, M] distance block, and of one [rows, C, D] float64 difference block.
-_BLOCK_ELEMENTS = 1 << 24
-# Largest [M, M] distance matrix formed whole, to use its symmetry.
-_SYMMETRIC_ELEMENTS = 1 << 26
+# Default scratch memory for the float32 distance blocks; the whole [M, M] matrix is formed (to use its
+# symmetry) when it fits.
+DEFAULT_MEMORY_BUDGET = {"cpu": 1 << 28, "cuda": 1 << 31}
 # Elements of one [pairs, D] float64 block of exact differences.
 _EXACT_ELEMENTS = 1 << 18
 
@@ -73,14 +72,18 @@ def knn_graph(x: Tensor, k: int, *, ties: Ties = "first", backend: KnnBackend = 
     return edge_index
 
 
-def knn_edges(x: Tensor, k: int, *, keep_ties: bool, backend: KnnBackend = "auto") -> tuple[Tensor, bool]:
+def knn_edges(
+    x: Tensor, k: int, *, keep_ties: bool, backend: KnnBackend = "auto", memory_budget: int | None = None
+) -> tuple[Tensor, bool]:
     """Unchecked :func:`knn_graph` on [N, D] features; also says whether all points coincide.
 
-    A layer whose points all coincide gets the complete graph under both tie rules.
+    A layer whose points all coincide gets the complete graph under both tie rules. ``memory_budget``
+    bounds the bytes of one block of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`).
     """
     if backend == "torch_cluster":
         return _knn_torch_cluster(x, k)
-    return _knn_exact(x, k, keep_ties=keep_ties)
+    budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(x.device.type, DEFAULT_MEMORY_BUDGET["cuda"])
+    return _knn_exact(x, k, keep_ties=keep_ties, budget=budget)
 
 
 @contextlib.contextmanager
@@ -129,16 +132,17 @@ def _expand(owner: Tensor, group: Tensor, counts: Tensor, gstart: Tensor, member
 
 
 def _candidate_distances(
-    xc: Tensor, sq: Tensor, rows: Tensor, num_candidates: int
+    xc: Tensor, sq: Tensor, rows: Tensor, num_candidates: int, budget: int
 ) -> tuple[Tensor, Tensor]:
     """GEMM estimate of the ``num_candidates`` nearest other rows of ``rows``: (values, indices), sorted."""
     m = xc.shape[0]
-    if rows.numel() == m and m * m <= _SYMMETRIC_ELEMENTS:
+    elements = max(1, budget // (2 * xc.element_size()))
+    if rows.numel() == m and m * m <= elements:
         d2 = _symmetric_gram(xc)
         d2.mul_(-2.0).add_(sq.unsqueeze(0)).add_(sq.unsqueeze(1))
         d2.fill_diagonal_(torch.inf)
         return torch.topk(d2, num_candidates, dim=1, largest=False, sorted=True)
-    step = max(1, _BLOCK_ELEMENTS // max(m, 1))
+    step = max(1, elements // max(m, 1))
     values, indices = [], []
     for start in range(0, rows.numel(), step):
         q = rows[start : start + step]
@@ -185,7 +189,14 @@ def _segment_first(seg: Tensor, flag: Tensor, num_segments: int) -> Tensor:
 
 
 def _select_groups(
-    uniq: Tensor, counts: Tensor, rows: Tensor, need: Tensor, k: int, keep_ties: bool, detect_duplicates: bool = False
+    uniq: Tensor,
+    counts: Tensor,
+    rows: Tensor,
+    need: Tensor,
+    k: int,
+    keep_ties: bool,
+    budget: int,
+    detect_duplicates: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
     """Pick, for every distinct row in ``rows``, the other distinct rows that hold its neighbours.
 
@@ -216,7 +227,7 @@ def _select_groups(
     num_candidates = min(m - 1, k + max(8, k // 2))
     pending = torch.arange(rows.numel(), device=uniq.device)
     while pending.numel():
-        approx, cand = _candidate_distances(xc, sq, rows[pending], num_candidates)
+        approx, cand = _candidate_distances(xc, sq, rows[pending], num_candidates, budget)
         approx = approx.double()
         if detect_duplicates:
             dr, dc = (approx <= tau[pending].unsqueeze(1)).nonzero(as_tuple=True)
@@ -275,10 +286,11 @@ def _select_groups(
     )
 
 
-def _knn_exact(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
+def _knn_exact(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tensor, bool]:
     n = x.shape[0]
     points = torch.arange(n, device=x.device)
-    found = _select_groups(x, torch.ones_like(points), points, torch.full_like(points, k), k, keep_ties, True)
+    ones, need = torch.ones_like(points), torch.full_like(points, k)
+    found = _select_groups(x, ones, points, need, k, keep_ties, budget, detect_duplicates=True)
     if found is not None:  # no two points coincide: every "group" is one point
         i, j, tied_i, tied_j, remaining = found
         if not keep_ties and tied_i.numel():
@@ -288,10 +300,10 @@ def _knn_exact(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
             i, j = torch.cat([i, tied_i[keep]]), torch.cat([j, tied_j[keep]])
         order = torch.argsort(i * n + j)
         return torch.stack([i[order], j[order]]), False
-    return _knn_dedup(x, k, keep_ties=keep_ties)
+    return _knn_dedup(x, k, keep_ties=keep_ties, budget=budget)
 
 
-def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
+def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tensor, bool]:
     """Exact kNN when points repeat: distinct rows are searched once and counted with multiplicity."""
     n = x.shape[0]
     uniq, inverse, counts = torch.unique(x, dim=0, return_inverse=True, return_counts=True)
@@ -302,7 +314,7 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool) -> tuple[Tensor, bool]:
     gstart = counts.cumsum(0) - counts
     need = (k - (counts - 1)).clamp(min=0)
     rows = need.nonzero().squeeze(1)
-    found = _select_groups(uniq, counts, rows, need[rows], k, keep_ties)
+    found = _select_groups(uniq, counts, rows, need[rows], k, keep_ties, budget)
     assert found is not None
     full_u, full_g, tied_u, tied_g, remaining = found
 
