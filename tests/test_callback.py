@@ -1,0 +1,605 @@
+"""Tests of RicciFlowMonitor with real Trainer runs on tiny models (CPU, a few seconds each)."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_ricci.callback as callback_module
+from lightning_ricci import RicciFlowMonitor, ricci_flow
+from lightning_ricci.callback import default_k
+
+WIDTH = 16
+HIDDEN = ["net.1", "net.3", "net.5", "net.7"]  # the ReLUs of TinyNet, in forward order
+
+
+def circles(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two noisy concentric circles (radii 1 and 0.5), labels 0/1."""
+    generator = torch.Generator().manual_seed(seed)
+    angle = torch.rand(n, generator=generator) * 2 * math.pi
+    label = torch.arange(n) % 2
+    radius = torch.where(label == 0, 1.0, 0.5) + 0.05 * torch.randn(n, generator=generator)
+    x = torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)
+    return x, label
+
+
+class TinyNet(LightningModule):
+    def __init__(self, depth: int = 4, n_val: int = 96, lr: float = 0.02) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        blocks: list[nn.Module] = [nn.Linear(2, WIDTH), nn.ReLU()]
+        for _ in range(depth - 1):
+            blocks += [nn.Linear(WIDTH, WIDTH), nn.ReLU()]
+        self.net = nn.Sequential(*blocks, nn.Linear(WIDTH, 2))
+        self.lr = lr
+        self.train_data = TensorDataset(*circles(256, seed=1))
+        self.val_data = TensorDataset(*circles(n_val, seed=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_data, batch_size=32, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_data, batch_size=32)
+
+
+def make_trainer(tmp_path: Path, callbacks: list[Callback], logger: Any = False, **kwargs: Any) -> Trainer:
+    options: dict[str, Any] = {
+        "max_epochs": 2,
+        "limit_train_batches": 4,
+        "limit_val_batches": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": logger,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "default_root_dir": str(tmp_path),
+    }
+    options.update(kwargs)
+    return Trainer(callbacks=callbacks, **options)
+
+
+def read_events(log_dir: str) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = glob.glob(str(Path(log_dir) / "events.out.tfevents.*"))
+    assert files, f"no event file in {log_dir}"
+    accumulator = EventAccumulator(log_dir, size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def reference_layers(model: TinyNet, probe: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+    """Our own hooks, independent of ActivationCapture: [probe, outputs of `names`]."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        modules[name].register_forward_hook(
+            lambda m, a, out, name=name: outputs.__setitem__(name, out.detach())
+        )
+        for name in names
+    ]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [probe, *(outputs[name].float().reshape(len(probe), -1) for name in names)]
+
+
+def expected_logged(result: Any) -> tuple[float, float]:
+    if math.isfinite(result.coefficient):
+        return result.coefficient, 0.0
+    if math.isfinite(result.coefficient_connected):
+        return result.coefficient_connected, 1.0
+    return 0.0, 1.0
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+# --------------------------------------------------------------------------- zero configuration
+
+
+def test_zero_config_tensorboard_events(tmp_path: Path) -> None:
+    monitor = RicciFlowMonitor()
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer = make_trainer(tmp_path, [monitor], logger=logger)
+    model = TinyNet()
+    trainer.fit(model)
+
+    assert monitor.layer_names == ["input", *HIDDEN]
+    assert monitor.probe is not None and monitor.probe.shape == (96, 2)  # capped by the dataset size
+    assert monitor.probe_indices == list(range(96))
+    assert len(monitor.history) == 2 and [h["epoch"] for h in monitor.history] == [0, 1]
+    assert monitor.last_result is not None and monitor.last_result.k == default_k(96)
+
+    events = read_events(logger.log_dir)
+    scalars = events.Tags()["scalars"]
+    coefficient = [e.value for e in events.Scalars("ricci/coefficient")]
+    assert len(coefficient) == 2 and all(math.isfinite(v) for v in coefficient)
+    assert coefficient[-1] == pytest.approx(monitor.history[-1]["coefficient"], abs=1e-6)
+    for key in (
+        "ricci/excluded",
+        "ricci/failed",
+        "ricci/local_mean",
+        "ricci/local_negative_share",
+        "ricci/critical_layer",
+    ):
+        assert key in scalars
+    assert {e.value for e in events.Scalars("ricci/excluded")} <= {0.0, 1.0}
+    for name in monitor.layer_names:
+        assert f"ricci/curvature/{name}" in scalars and f"ricci/geodesic_sum/{name}" in scalars
+    curvature = events.Scalars("ricci/curvature/net.3")[-1].value
+    assert curvature == pytest.approx(float(monitor.last_result.curvature[2]))
+    histograms = events.Tags()["histograms"]
+    assert {f"ricci/edge_curvature/{name}" for name in monitor.layer_names} <= set(histograms)
+    pytest.importorskip("matplotlib")
+    assert "ricci/flow" in events.Tags()["images"]
+    assert len(events.Images("ricci/flow")) == 2
+
+
+@pytest.mark.parametrize(("convention", "k"), [("hehl", 7), ("baptista", 12)])
+def test_logged_coefficient_equals_ricci_flow_on_same_activations(
+    tmp_path: Path, convention: str, k: int
+) -> None:
+    probe_x, probe_y = circles(80, seed=5)
+    monitor = RicciFlowMonitor(probe=(probe_x, probe_y), layers=HIDDEN, k=k, convention=convention)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [monitor], logger=logger, max_epochs=3)
+    trainer.fit(model)
+
+    result = ricci_flow(reference_layers(model, probe_x, HIDDEN), k, convention=convention)
+    value, excluded = expected_logged(result)
+    assert trainer.callback_metrics["ricci/coefficient"].item() == pytest.approx(value, abs=1e-6)
+    assert trainer.callback_metrics["ricci/excluded"].item() == excluded
+    last = read_events(logger.log_dir).Scalars("ricci/coefficient")[-1].value
+    assert last == pytest.approx(value, abs=1e-6)
+    torch.testing.assert_close(monitor.last_result.curvature, result.curvature)
+    torch.testing.assert_close(monitor.last_result.geodesic_sum, result.geodesic_sum)
+
+
+def test_never_nan_fallbacks_and_warning(tmp_path: Path) -> None:
+    # Two hidden layers under "baptista" leave one (Ric, eta) pair: both coefficients are undefined.
+    probe_x = circles(64, seed=3)[0]
+    monitor = RicciFlowMonitor(probe=probe_x, layers=HIDDEN[:2], k=5)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2)
+    with pytest.warns(UserWarning, match="coefficient is undefined") as record:
+        trainer.fit(TinyNet())
+    assert sum("coefficient is undefined" in str(w.message) for w in record) == 1  # once
+    assert math.isnan(monitor.history[-1]["coefficient_paper"])
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert trainer.callback_metrics["ricci/excluded"].item() == 1.0
+
+
+def test_connected_fallback_when_paper_rule_excludes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = callback_module.ricci_flow
+
+    def excluded(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        return dataclasses.replace(result, coefficient=math.nan, excluded=True, coefficient_connected=-0.25)
+
+    monkeypatch.setattr(callback_module, "ricci_flow", excluded)
+    monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=5)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
+    with pytest.warns(UserWarning, match="both-layers-connected"):
+        trainer.fit(TinyNet())
+    assert trainer.callback_metrics["ricci/coefficient"].item() == pytest.approx(-0.25)
+    assert trainer.callback_metrics["ricci/excluded"].item() == 1.0
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_geometry_exception_is_reported_once_and_training_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in the geometry")
+
+    monkeypatch.setattr(callback_module, "ricci_flow", boom)
+    monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=5)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=3)
+    with pytest.warns(UserWarning, match="boom in the geometry") as record:
+        trainer.fit(TinyNet())
+    assert sum("boom in the geometry" in str(w.message) for w in record) == 1
+    assert trainer.current_epoch == 3
+    assert [h["failed"] for h in monitor.history] == [True, True, True]
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert trainer.callback_metrics["ricci/failed"].item() == 1.0
+
+
+def test_strict_reraises_geometry_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in the geometry")
+
+    monkeypatch.setattr(callback_module, "ricci_flow", boom)
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, strict=True)])
+    with pytest.raises(RuntimeError, match="boom in the geometry"):
+        trainer.fit(model)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_computes_on_gpu_and_oom_falls_back_to_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = callback_module.ricci_flow
+    devices: list[str] = []
+
+    def oom_on_gpu(layers: Any, *args: Any, **kwargs: Any) -> Any:
+        devices.append(layers[0].device.type)
+        if layers[0].device.type == "cuda" and len(devices) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(layers, *args, **kwargs)
+
+    monkeypatch.setattr(callback_module, "ricci_flow", oom_on_gpu)
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    trainer = make_trainer(tmp_path, [monitor], accelerator="gpu", max_epochs=2)
+    with pytest.warns(UserWarning, match="out of GPU memory"):
+        trainer.fit(TinyNet())
+    # The second evaluation runs out of memory, retries with smaller chunks on the GPU, then on the CPU.
+    assert devices == ["cuda", "cuda", "cuda", "cpu"]
+    assert [h["failed"] for h in monitor.history] == [False, False]
+
+
+def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+
+    def oom_once(layers: Any, k: int, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("memory_budget"))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return "result"
+
+    monkeypatch.setattr(callback_module, "ricci_flow", oom_once)
+    monitor = RicciFlowMonitor(k=3)
+    layers = [torch.empty(10, 4, device="meta") for _ in range(3)]  # any non-CPU device takes the retry path
+    with pytest.warns(UserWarning, match="retried with smaller chunks"):
+        assert monitor._ricci_flow(layers) == "result"
+    assert calls[0] is None and calls[1] is not None and calls[1] < (1 << 31)
+
+
+# --------------------------------------------------------------------------- configuration errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"k": 0}, ValueError, r"`k` must be a positive int or None \(got 0\)"),
+        ({"k": 2.5}, ValueError, r"`k` must be a positive int"),
+        ({"convention": "weber"}, ValueError, r"`convention` must be one of .* \(got 'weber'\)"),
+        ({"curvature": "ollivier"}, ValueError, r"`curvature` must be one of .* \(got 'ollivier'\)"),
+        ({"layers": "net.1"}, TypeError, r"`layers` must be a list of module names, not a str"),
+        ({"layers": []}, ValueError, r"`layers` must name at least one module"),
+        ({"layers": ["net.1", "net.1"]}, ValueError, r"`layers` lists a module twice"),
+        ({"layers": [1]}, TypeError, r"`layers` entries must be non-empty module names"),
+        ({"layers": (int,)}, TypeError, r"nn.Module subclasses"),
+        ({"num_samples": 2}, ValueError, r"`num_samples` must be an int >= 3 \(got 2\)"),
+        ({"every_n_epochs": 0}, ValueError, r"`every_n_epochs` must be an int >= 1 \(got 0\)"),
+        ({"batch_size": 0}, ValueError, r"`batch_size` must be an int >= 1"),
+        ({"k": 1000}, ValueError, r"`k` must be smaller than `num_samples` 1000 \(got 1000\)"),
+        ({"probe": {"x": torch.zeros(4, 2)}}, TypeError, r"`probe` is a mapping"),
+        ({"probe": [1, 2, 3]}, TypeError, r"`probe` must be a tensor .* \(got int\)"),
+        (
+            {"probe": torch.zeros(2, 3)},
+            ValueError,
+            r"`probe` must hold at least 3 samples .* \(got shape \(2, 3\)\)",
+        ),
+        (
+            {"probe": torch.zeros(6, 2), "k": 6},
+            ValueError,
+            r"`k` must be smaller than the number of probe points 6",
+        ),
+        ({"log_prefix": 3}, TypeError, r"`log_prefix` must be a str \(got int\)"),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        RicciFlowMonitor(**kwargs)
+
+
+def test_unknown_layer_name_lists_modules(tmp_path: Path) -> None:
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [RicciFlowMonitor(layers=["net.1", "net.relu"])])
+    with pytest.raises(
+        ValueError, match=r"does not exist in TinyNet \(got 'net.relu'\).*Modules that exist: .*'net.1'"
+    ):
+        trainer.fit(model)
+    assert hook_count(model) == 0
+
+
+def test_functional_activations_raise_at_fit_start(tmp_path: Path) -> None:
+    class Functional(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, WIDTH), nn.Linear(WIDTH, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net[1](torch.relu(self.net[0](x)))
+
+    trainer = make_trainer(tmp_path, [RicciFlowMonitor()])
+    with pytest.raises(ValueError, match=r"found no activation modules .*F\.relu.*'net.0', 'net.1'"):
+        trainer.fit(Functional())
+    assert trainer.current_epoch == 0 and trainer.global_step == 0
+
+
+def test_two_monitors_need_distinct_prefixes(tmp_path: Path) -> None:
+    # Same `log_prefix`, same `state_key`: Lightning refuses the pair when the Trainer is built.
+    with pytest.raises(RuntimeError, match=r"state_key` must be unique"):
+        make_trainer(tmp_path, [RicciFlowMonitor(k=5), RicciFlowMonitor(k=8)])
+
+
+def test_k_larger_than_dataset_probe(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, [RicciFlowMonitor(k=200)])
+    with pytest.raises(
+        ValueError, match=r"`k` must be smaller than the number of probe points 96 \(got 200\)"
+    ):
+        trainer.fit(TinyNet())
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+class HookSpy(Callback):
+    """Checks that no hook is left on the model outside the probe pass, and that modes are kept."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.modes: list[bool] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        assert hook_count(pl_module) == 0
+        self.checked += 1
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.modes = [m.training for m in pl_module.modules()]
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert hook_count(pl_module) == 0
+        assert [m.training for m in pl_module.modules()] == self.modes
+        self.checked += 1
+
+
+def test_hooks_removed_and_modes_restored(tmp_path: Path) -> None:
+    class WithFrozen(TinyNet):
+        def on_validation_model_eval(self) -> None:
+            super().on_validation_model_eval()
+            self.net[2].train()  # a module deliberately left in train mode during validation
+
+    spy = HookSpy()
+    model = WithFrozen()
+    monitor = RicciFlowMonitor()
+    trainer = make_trainer(tmp_path, [monitor, spy], max_epochs=2)
+    trainer.fit(model)
+    assert spy.checked == 2 * 4 + 3  # train batches + validation runs (sanity check included)
+    assert hook_count(model) == 0
+    assert len(monitor.history) == 2
+
+
+def test_every_n_epochs_and_sanity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = callback_module.ricci_flow
+    calls: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(callback_module, "ricci_flow", counting)
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5, every_n_epochs=2)
+    early = EarlyStopping(monitor="ricci/coefficient", mode="min", patience=10, strict=False)
+    trainer = make_trainer(tmp_path, [monitor, early], max_epochs=4)
+    with pytest.warns(UserWarning, match="stale 'ricci/coefficient'"):
+        trainer.fit(TinyNet())
+    assert [h["epoch"] for h in monitor.history] == [1, 3]
+    assert len(calls) == 2
+
+    calls.clear()
+    sane = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5, run_on_sanity_check=True)
+    trainer = make_trainer(tmp_path, [sane], max_epochs=1)
+    trainer.fit(TinyNet())
+    assert len(calls) == 2 and len(sane.history) == 1  # the sanity measurement is not in the history
+
+
+def test_early_stopping_on_coefficient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = callback_module.ricci_flow
+    sequence = iter([-0.5, -0.6, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1])
+
+    def scripted(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real(*args, **kwargs), coefficient=next(sequence))
+
+    monkeypatch.setattr(callback_module, "ricci_flow", scripted)
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    early = EarlyStopping(monitor="ricci/coefficient", mode="min", patience=2, strict=True, check_finite=True)
+    best = ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), monitor="ricci/coefficient", mode="min", auto_insert_metric_name=False
+    )
+    trainer = make_trainer(tmp_path, [early, monitor, best], max_epochs=8, enable_checkpointing=True)
+    trainer.fit(TinyNet())
+    assert best.best_model_score is not None and best.best_model_score.item() == pytest.approx(-0.6)
+    # Best at epoch 1 (-0.6); epochs 2 and 3 do not improve: stop after epoch 3.
+    assert early.stopped_epoch == 3
+    assert early.best_score.item() == pytest.approx(-0.6)
+    assert [h["coefficient"] for h in monitor.history] == [-0.5, -0.6, -0.4, -0.3]
+
+
+def test_resume_restores_history_and_probe(tmp_path: Path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    first = RicciFlowMonitor(num_samples=40, seed=7)
+    trainer = make_trainer(tmp_path, [first, checkpoint], max_epochs=2, enable_checkpointing=True)
+    trainer.fit(TinyNet())
+    assert first.probe_indices is not None and len(first.probe_indices) == 40
+    assert first.probe_indices != list(range(40))
+
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert saved["callbacks"][first.state_key]["probe_indices"] == first.probe_indices
+
+    resumed = RicciFlowMonitor(num_samples=40, seed=123)  # a different seed: the saved indices win
+    trainer = make_trainer(tmp_path, [resumed], max_epochs=3)
+    trainer.fit(TinyNet(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed.probe_indices == first.probe_indices
+    torch.testing.assert_close(resumed.probe, first.probe)
+    assert len(resumed.history) == 3
+    assert repr(resumed.history[:2]) == repr(first.history)  # repr: NaN == NaN
+    assert resumed.history[2]["epoch"] == 2
+
+
+def test_two_monitors_in_one_trainer(tmp_path: Path) -> None:
+    probe = circles(64, 3)[0]
+    a = RicciFlowMonitor(probe=probe, layers=HIDDEN, k=5, log_prefix="a/")
+    b = RicciFlowMonitor(
+        k=9, convention="hehl", curvature="augmented_forman", log_prefix="b/", num_samples=50
+    )
+    assert a.state_key != b.state_key
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    logger = CSVLogger(str(tmp_path), name="csv")  # a logger that takes no histograms or figures
+    trainer = make_trainer(tmp_path, [a, b, checkpoint], logger=logger, enable_checkpointing=True)
+    trainer.fit(TinyNet())
+    metrics = trainer.callback_metrics
+    assert "a/ricci/coefficient" in metrics and "b/ricci/coefficient" in metrics
+    assert a.last_result is not None and b.last_result is not None
+    assert (a.last_result.k, b.last_result.k) == (5, 9)
+    assert b.last_result.convention == "hehl" and b.last_result.curvature_kind == "augmented_forman"
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert repr(saved["callbacks"][a.state_key]["history"]) == repr(a.history)  # repr: NaN == NaN
+    assert repr(saved["callbacks"][b.state_key]["history"]) == repr(b.history)
+    csv_text = Path(logger.log_dir, "metrics.csv").read_text()
+    assert "a/ricci/coefficient" in csv_text and "b/ricci/curvature/input" in csv_text
+
+
+def test_bf16_mixed_precision(tmp_path: Path) -> None:
+    probe_x = circles(64, 3)[0]
+    monitor = RicciFlowMonitor(probe=probe_x, layers=HIDDEN, k=5, convention="hehl")
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [monitor], precision="bf16-mixed")
+    trainer.fit(model)
+    assert math.isfinite(trainer.callback_metrics["ricci/coefficient"].item())
+    # The activations were bf16 under autocast: the monitor's input equals the same autocast forward.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layers = reference_layers(model, probe_x, HIDDEN)
+    result = ricci_flow(layers, 5, convention="hehl")
+    assert trainer.callback_metrics["ricci/coefficient"].item() == pytest.approx(
+        expected_logged(result)[0], abs=1e-6
+    )
+
+
+def test_compiled_model(tmp_path: Path) -> None:
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover
+        pytest.skip("torch.compile unsupported")
+
+    class Compiled(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.compile(self.net, backend="eager")  # type: ignore[assignment]
+
+    counters.clear()
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    model = Compiled()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=3)
+    try:
+        trainer.fit(model)
+    except RuntimeError as err:  # pragma: no cover - platforms without dynamo
+        if "compile" in str(err).lower() or "dynamo" in str(err).lower():
+            pytest.skip(f"torch.compile unsupported: {err}")
+        raise
+    assert monitor.layer_names == ["input", *HIDDEN]  # `_orig_mod.` normalised away
+    assert len(monitor.history) == 3
+    assert all(math.isfinite(h["coefficient"]) for h in monitor.history)
+    # The probe passes ran eagerly: no graph was recompiled for them.
+    assert counters["stats"]["unique_graphs"] <= 2  # train + eval mode graphs
+    assert hook_count(model) == 0
+
+
+def test_compiled_lightning_module(tmp_path: Path) -> None:
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], k=5)
+    compiled = torch.compile(TinyNet(), backend="eager")
+    trainer = make_trainer(tmp_path, [monitor])
+    trainer.fit(compiled)
+    assert monitor.layer_names == ["input", *HIDDEN]
+    assert len(monitor.history) == 2
+
+
+def test_validate_and_shared_activation(tmp_path: Path) -> None:
+    class Shared(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.ModuleList([nn.Linear(2, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)])
+            self.head = nn.Linear(WIDTH, 2)
+            self.act = nn.Tanh()
+            del self.net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for fc in self.fc:
+                x = self.act(fc(x))
+            return self.head(x)
+
+    monitor = RicciFlowMonitor(num_samples=64)
+    trainer = make_trainer(tmp_path, [monitor])
+    trainer.validate(Shared(), verbose=False)
+    assert monitor.layer_names == ["input", "act:0", "act:1", "act:2"]
+    assert "ricci/curvature/act:2" in trainer.callback_metrics
+    assert len(monitor.history) == 1
+
+
+def test_monitor_on_exception_leaves_no_hooks(tmp_path: Path) -> None:
+    class Broken(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training and x.shape[0] == 64:  # only the probe pass fails
+                self.net(x)
+                raise RuntimeError("probe forward failed")
+            return self.net(x)
+
+    model = Broken()
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    trainer = make_trainer(tmp_path, [monitor])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="probe forward failed"):
+            trainer.fit(model)
+    assert hook_count(model) == 0
+    assert not any(m.training for m in model.modules())  # as validation left it: the probe pass restored it
+
+
+def test_layers_by_module_class_and_predicate(tmp_path: Path) -> None:
+    by_class = RicciFlowMonitor(layers=nn.Linear, num_samples=64, log_prefix="cls/")
+    by_predicate = RicciFlowMonitor(
+        layers=lambda name, module: name in {"net.3", "net.1"}, num_samples=64, log_prefix="pred/"
+    )
+    trainer = make_trainer(tmp_path, [by_class, by_predicate])
+    trainer.validate(TinyNet(), verbose=False)
+    assert by_class.layer_names == ["input", "net.0", "net.2", "net.4", "net.6", "net.8"]
+    assert by_predicate.layer_names == ["input", "net.1", "net.3"]  # forward order
+    assert "cls/ricci/curvature/net.8" in trainer.callback_metrics
