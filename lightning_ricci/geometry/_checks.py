@@ -93,3 +93,19 @@ def check_layers(layers: Any) -> list[Tensor]:
     for i, x in enumerate(flat):
         check_finite(f"layers[{i}]", x)
     return flat
+
+
+def check_edge_index(edge_index: Any, num_nodes: int) -> Tensor:
+    """Check a [2, E] long edge list with node indices in ``[0, num_nodes)`` and return it."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"`edge_index` must be a torch.Tensor (got {type(edge_index).__name__})")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"`edge_index` must have shape [2, E] (got {tuple(edge_index.shape)})")
+    if edge_index.dtype != torch.long:
+        raise TypeError(f"`edge_index` must be torch.long (got {edge_index.dtype})")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(
+            f"`edge_index` must hold node indices in [0, {num_nodes}) "
+            f"(got {int(edge_index.min())}..{int(edge_index.max())})"
+        )
+    return edge_index

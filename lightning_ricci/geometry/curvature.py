@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from lightning_ricci.geometry._bitset import pack_rows, popcount_rows
-from lightning_ricci.geometry._checks import check_choice, check_int
+from lightning_ricci.geometry._checks import check_choice, check_edge_index, check_int
+from lightning_ricci.geometry.geodesics import undirected_entries
 
 EdgeCurvature = Literal["forman", "augmented_forman", "approx_ollivier"]
 EDGE_CURVATURES = ("forman", "augmented_forman", "approx_ollivier")
@@ -56,15 +57,10 @@ def edge_curvature(kind: str, deg_a: Tensor, deg_b: Tensor, triangles: Tensor | 
 def _curvature(kind: str, edge_index: Tensor, num_nodes: int) -> Tensor:
     num_nodes = check_int("num_nodes", num_nodes, low=1)
     check_choice("kind", kind, EDGE_CURVATURES)
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"`edge_index` must have shape [2, E] (got {tuple(edge_index.shape)})")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"`edge_index` must hold node indices in [0, {num_nodes})")
-    a, b = edge_index[0], edge_index[1]
+    a, b = check_edge_index(edge_index, num_nodes)
     if bool((a == b).any()):
         raise ValueError("`edge_index` must not contain self-loops")
-    key = torch.unique(torch.cat([a * num_nodes + b, b * num_nodes + a]))
-    row, col = key // num_nodes, key % num_nodes
+    row, col = undirected_entries(edge_index, num_nodes)
     deg = torch.bincount(row, minlength=num_nodes)
     tri = triangle_counts(a, b, row, col, num_nodes) if kind != "forman" else None
     return edge_curvature(kind, deg[a], deg[b], tri)

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from lightning_ricci.geometry._bitset import NeighbourOr, pack_rows, popcount_rows
-from lightning_ricci.geometry._checks import check_int
-
+from lightning_ricci.geometry._checks import check_edge_index, check_int
 from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET
 
 
@@ -184,7 +183,7 @@ def geodesic_sums(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
         (tensor(10), tensor([6, 4, 4, 6]))
     """
     num_nodes = check_int("num_nodes", num_nodes, low=1)
-    row, col = _undirected(edge_index, num_nodes)
+    row, col = undirected_entries(check_edge_index(edge_index, num_nodes), num_nodes)
     ptr, col = csr(row, col, num_nodes)
     per_node = multi_source_bfs(ptr, col, 1, num_nodes).dist_sum
     return per_node.sum() // 2, per_node
@@ -209,17 +208,14 @@ def geodesic_distances(edge_index: Tensor, num_nodes: int, pairs: Tensor) -> Ten
     num_nodes = check_int("num_nodes", num_nodes, low=1)
     if pairs.dim() != 2 or pairs.shape[0] != 2:
         raise ValueError(f"`pairs` must have shape [2, P] (got {tuple(pairs.shape)})")
-    row, col = _undirected(edge_index, num_nodes)
+    row, col = undirected_entries(check_edge_index(edge_index, num_nodes), num_nodes)
     ptr, col = csr(row, col, num_nodes)
     dist = multi_source_bfs(ptr, col, 1, num_nodes, queries=pairs).query_dist
     return torch.where(pairs[0] == pairs[1], torch.zeros_like(dist), dist)
 
 
-def _undirected(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"`edge_index` must have shape [2, E] (got {tuple(edge_index.shape)})")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"`edge_index` must hold node indices in [0, {num_nodes}) (got {edge_index.min()}..{edge_index.max()})")
+def undirected_entries(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """Both directions of every distinct edge, self-loops dropped, sorted: (row, col)."""
     a, b = edge_index[0], edge_index[1]
     keep = a != b
     a, b = a[keep], b[keep]
@@ -227,4 +223,11 @@ def _undirected(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
     return key // num_nodes, key % num_nodes
 
 
-__all__ = ["connected_components", "csr", "geodesic_distances", "geodesic_sums", "multi_source_bfs"]
+__all__ = [
+    "connected_components",
+    "csr",
+    "geodesic_distances",
+    "geodesic_sums",
+    "multi_source_bfs",
+    "undirected_entries",
+]
