@@ -1,0 +1,127 @@
+"""What RicciFlowMonitor adds to training: time per epoch and peak memory, with and without it.
+
+Usage::
+
+    python benchmarks/bench_callback_overhead.py                  # the two_circles example's model
+    python benchmarks/bench_callback_overhead.py --train 20000    # a larger epoch
+
+Trains the two-circles MLP of ``examples/two_circles.py`` for a few epochs twice in one process, once
+plain and once with ``RicciFlowMonitor()`` at its defaults (1000 probe points, k = 50), and prints the
+epoch time of each, the monitor's share, the time of one monitor evaluation, and the peak memory the
+monitor adds (CUDA: peak allocated by one evaluation; CPU: growth of the peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import pathlib
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_ricci import RicciFlowMonitor, ricci_flow
+from lightning_ricci.capture import ActivationCapture
+
+_EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "two_circles.py"
+_spec = importlib.util.spec_from_file_location("two_circles", _EXAMPLE)
+assert _spec is not None and _spec.loader is not None
+two_circles_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(two_circles_example)
+
+
+class EpochTimer(Callback):
+    """Wall time of every training epoch, validation included."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run(train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: str) -> list[float]:
+    seed_everything(0, verbose=False)
+    data = TensorDataset(*two_circles_example.two_circles(train, seed=0))
+    val = TensorDataset(*two_circles_example.two_circles(1000, seed=1))
+    timer = EpochTimer()
+    callbacks: list[Callback] = [timer] + ([monitor] if monitor is not None else [])
+    trainer = Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        two_circles_example.CirclesMLP(),
+        DataLoader(data, batch_size=64, shuffle=True),
+        DataLoader(val, batch_size=256),
+    )
+    return timer.times[1:]  # the first epoch includes warm-up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", type=int, default=1000, help="training points per epoch")
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+
+    plain = run(args.train, args.epochs, None, accelerator)
+    monitor = RicciFlowMonitor()
+    monitored = run(args.train, args.epochs, monitor, accelerator)
+    t_plain, t_mon = statistics.median(plain), statistics.median(monitored)
+
+    # One evaluation of the geometry alone, on the same layers of a fresh model, with its peak memory.
+    result = monitor.last_result
+    assert result is not None and monitor.probe is not None
+    probe = monitor.probe.reshape(monitor.probe.shape[0], -1).float()
+    model = two_circles_example.CirclesMLP()
+    with ActivationCapture(model, monitor.layer_names[1:]) as capture, torch.no_grad():
+        capture.forward(lambda: model(probe))
+    acts = [probe, *capture.activations().values()]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if accelerator == "gpu":
+        acts = [a.cuda() for a in acts]
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    ricci_flow(acts, result.k, convention=result.convention)
+    if accelerator == "gpu":
+        torch.cuda.synchronize()
+    t_geometry = time.perf_counter() - start
+    if accelerator == "gpu":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        where = "peak GPU memory it allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+        where = "growth of the process's peak RSS (0 if it fit in memory already used)"
+    held = sum(a.numel() * a.element_size() for a in acts) / 2**20
+
+    print(f"device: {accelerator}, torch threads: {torch.get_num_threads()}, train points per epoch: {args.train}")
+    print(f"probe: {result.num_points} points, {result.num_layers} layers, k = {result.k}")
+    print("| run | median epoch s |")
+    print("| --- | --- |")
+    print(f"| without monitor | {t_plain:.3f} |")
+    print(f"| with RicciFlowMonitor() | {t_mon:.3f} |")
+    print(f"monitor share of an epoch: {(t_mon - t_plain) / t_plain * 100:.1f} % extra")
+    print(f"one ricci_flow evaluation: {t_geometry:.3f} s; {where}: {peak:.1f} MB")
+    print(f"captured probe activations held during an evaluation: {held:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
