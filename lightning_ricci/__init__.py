@@ -1,6 +1,7 @@
 """lightning-ricci: Ricci-flow diagnostics for neural networks.
 
-The geometry core (:func:`ricci_flow` and its pieces) needs only torch. :class:`RicciFlowMonitor`, the
+The geometry core (:func:`ricci_flow` and its pieces) and the offline analysis of any ``nn.Module``
+(:func:`analyze`, :func:`critical_depth`) need only torch. :class:`RicciFlowMonitor`, the
 Lightning callback, is imported lazily so that the functional API does not pull in Lightning.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lightning_ricci.analysis import AnalysisResult, analyze, critical_depth
 from lightning_ricci.geometry import (
     RicciFlowResult,
     approx_ollivier_curvature,
@@ -27,10 +29,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnalysisResult",
     "RicciFlowMonitor",
     "RicciFlowResult",
+    "analyze",
     "approx_ollivier_curvature",
     "augmented_forman_curvature",
+    "critical_depth",
     "forman_curvature",
     "geodesic_distances",
     "geodesic_sums",

@@ -22,9 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +35,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
+# default_k and _eager live in analysis.py (torch only), shared with `analyze`.
+from lightning_ricci.analysis import _eager, default_k
 from lightning_ricci.capture import (
     ACTIVATION_TYPES,
     ActivationCapture,
@@ -54,23 +55,6 @@ INPUT_LAYER = "input"
 
 # Scratch memory of the retry after a CUDA out-of-memory error (the default is 2 GiB).
 _SMALL_CUDA_BUDGET = 1 << 27
-
-
-def default_k(num_points: int) -> int:
-    """The default number of neighbours for ``num_points`` probe points.
-
-    5 % of N as in Hehl et al. (k = 50 at N = 1000), at least 5 and at most 50, and always below N.
-
-    Args:
-        num_points (int): probe size N (at least 2).
-
-    Returns:
-        int: k.
-
-    >>> default_k(1000), default_k(200), default_k(64), default_k(4)
-    (50, 10, 5, 3)
-    """
-    return max(1, min(num_points - 1, max(5, min(50, round(0.05 * num_points)))))
 
 
 def _is_int(value: Any) -> bool:
@@ -106,21 +90,6 @@ def _input_layer(x: Tensor) -> Tensor:
 
 def _finite(value: float) -> bool:
     return math.isfinite(value)
-
-
-@contextlib.contextmanager
-def _eager() -> Iterator[None]:
-    """Run everything inside eagerly, also code under ``torch.compile`` (so temporary hooks fire).
-
-    ``set_stance("force_eager")`` makes compiled modules and functions run their original Python code
-    without recompiling anything; the compiled training graph is left as it is.
-    """
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:  # torch < 2.6
-        yield
-        return
-    with set_stance("force_eager"):
-        yield
 
 
 class RicciFlowMonitor(Callback):
