@@ -263,7 +263,7 @@ def baptista_transition(g_prev: np.ndarray, g_next: np.ndarray) -> dict[str, Any
 
     Returns ``delta`` [N] (per node, R semantics), ``eta`` (sum of non-NaN rows, nan if none),
     ``mean`` (mean of the non-NaN rows, nan if none), ``eta_connected`` (over pairs finite in both
-    layers, skipping nodes whose ``delta`` is NaN).
+    layers; where ``eta`` is finite it equals ``eta``, i.e. nodes whose ``delta`` is NaN are skipped).
     """
     diff = r_difference(g_next, g_prev)
     delta = r_row_sums(diff)
@@ -277,7 +277,7 @@ def baptista_transition(g_prev: np.ndarray, g_next: np.ndarray) -> dict[str, Any
         mean = float("nan")
     finite = np.isfinite(g_prev) & np.isfinite(g_next)
     row_conn = np.where(finite, diff, 0.0).sum(axis=1)  # diff is finite exactly where both are
-    eta_connected = float(row_conn[keep].sum())
+    eta_connected = float(row_conn[keep].sum()) if np.isfinite(eta) else float(row_conn.sum())
     return {"delta": delta, "eta": eta, "mean": mean, "eta_connected": eta_connected}
 
 
@@ -369,11 +369,14 @@ def reference_global(layers: list[np.ndarray], k: int, convention: str) -> dict[
 
     if excluded:
         coefficient = float("nan")
-        coefficient_connected = pearson(x_ric, y_con)
     else:
         ok = ~np.isnan(y_eta)  # R's complete.cases
         coefficient = pearson(x_ric[ok], y_eta[ok])
+    # The connected version uses the paper's transitions where the paper's value is defined, else all.
+    if np.isfinite(coefficient):
         coefficient_connected = pearson(x_ric[ok], y_con[ok])
+    else:
+        coefficient_connected = pearson(x_ric, y_con)
 
     return {
         "coefficient": coefficient,

@@ -171,3 +171,15 @@ def test_small_memory_budget_gives_identical_results() -> None:
         assert small.excluded == big.excluded
     with pytest.raises(ValueError, match=r"`memory_budget` must be >= 65536 \(got 10\)"):
         ricci_flow(layers, 7, memory_budget=10)
+
+
+def test_connected_coefficient_finite_when_every_paper_eta_is_nan() -> None:
+    # Sparse random graphs (k = 2) whose components regroup from layer to layer: in every transition some
+    # points only lose reachable points (+Inf rows) and others only gain (-Inf rows), so R's eta is NaN,
+    # the exclusion rule (+-Inf means) does not fire, and the paper's coefficient is undefined.
+    gen = torch.Generator().manual_seed(27)
+    result = ricci_flow([torch.randn(40, 2, generator=gen) for _ in range(5)], 2)
+    assert bool(torch.isnan(result.eta).all()) and not result.excluded
+    assert math.isnan(result.coefficient)
+    assert bool(torch.isfinite(result.eta_connected).all())
+    assert math.isfinite(result.coefficient_connected)

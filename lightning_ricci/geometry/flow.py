@@ -189,7 +189,9 @@ def _ricci_flow(
         keep = ~mixed
         eta = torch.where(keep, row_val, torch.zeros_like(row_val)).sum(dim=1)
         eta = torch.where(keep.any(dim=1), eta, torch.full_like(eta, torch.nan))
-        eta_connected = torch.where(keep, delta, torch.zeros_like(delta)).sum(dim=1)
+        # Equal to eta wherever eta is finite (R drops the NaN rows); elsewhere every connected pair.
+        trimmed = torch.where(keep, delta, torch.zeros_like(delta)).sum(dim=1)
+        eta_connected = torch.where(torch.isfinite(eta), trimmed, delta.sum(dim=1))
         excluded = bool(torch.isinf(eta).any())
         curv_x = totals[1:-1]
         eta_y, eta_c_y = eta[1:], eta_connected[1:]
@@ -202,7 +204,8 @@ def _ricci_flow(
     excluded |= constant
     defined = ~torch.isnan(eta_y)
     coefficient = math.nan if excluded else float(pearson(curv_x, eta_y, defined))
-    connected_mask = torch.ones_like(defined) if excluded else defined
+    # Where the paper's value is defined, use its transitions (so the two agree); elsewhere use them all.
+    connected_mask = defined if math.isfinite(coefficient) else torch.ones_like(defined)
     coefficient_connected = float(pearson(curv_x, eta_c_y, connected_mask))
 
     # 8. Local and layer coefficients (Hehl et al.) over transitions t = 0..L-2.

@@ -27,9 +27,10 @@ class RicciFlowResult:
             Ricci-flow-like. ``nan`` where the convention leaves it undefined: the network is
             ``excluded``, fewer than two layer pairs remain, or a series is constant.
         coefficient_connected (float): the same correlation, with every geodesic change
-            restricted to the pairs of points connected in *both* layers of the transition.
-            It equals ``coefficient`` whenever ``coefficient`` is defined and stays finite when the
-            paper's rule excludes the network (``nan`` only for constant series or too few pairs).
+            restricted to the pairs of points connected in *both* layers of the transition
+            (``eta_connected``). It equals ``coefficient`` whenever ``coefficient`` is defined and stays
+            finite when the paper's rule excludes the network or leaves a transition undefined
+            (``nan`` only for constant series or too few pairs).
         excluded (bool): ``True`` when the convention's own rule drops the network: a change of
             connectivity between consecutive layers (``"baptista"``), any disconnected layer graph
             (``"hehl"``), or a layer whose points all coincide (both).
@@ -39,7 +40,8 @@ class RicciFlowResult:
         eta (Tensor): [L - 1] change of summed geodesic distances for each transition l -> l+1.
             ``"baptista"``: summed over ordered pairs with R's infinity rules (may be +-inf or nan).
             ``"hehl"``: g_{l+1} - g_l with g_l = sum over unordered pairs (inf when disconnected).
-        eta_connected (Tensor): [L - 1] the same change over pairs connected in both layers; finite.
+        eta_connected (Tensor): [L - 1] the same change over pairs connected in both layers; finite,
+            and equal to ``eta`` wherever ``eta`` is finite.
         geodesic_sum (Tensor): [L] sum of hop distances over unordered pairs that are connected.
         num_components (Tensor): [L] long, connected components of each layer's union kNN graph.
         local (Tensor): [N] local Ricci evolution coefficient of every probe point (Hehl et al.),
