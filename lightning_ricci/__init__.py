@@ -32,6 +32,7 @@ __all__ = [
     "AnalysisResult",
     "RicciFlowMonitor",
     "RicciFlowResult",
+    "__version__",
     "analyze",
     "approx_ollivier_curvature",
     "augmented_forman_curvature",
@@ -43,7 +44,6 @@ __all__ = [
     "pearson",
     "ricci_flow",
     "to_pyg",
-    "__version__",
 ]
 
 
