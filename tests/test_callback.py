@@ -239,6 +239,21 @@ def test_geometry_exception_is_reported_once_and_training_continues(
     assert trainer.callback_metrics["ricci/failed"].item() == 1.0
 
 
+def test_diverged_model_with_nan_activations_does_not_stop_training(tmp_path: Path) -> None:
+    model = TinyNet()
+    with torch.no_grad():
+        model.net[2].weight[0, 0] = float("nan")  # every activation from the second layer on is NaN
+    monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=5)
+    stop = EarlyStopping(monitor="ricci/coefficient", mode="min", patience=5)
+    trainer = make_trainer(tmp_path, [monitor, stop], max_epochs=2)
+    with pytest.warns(UserWarning, match="must be finite"):
+        trainer.fit(model)
+    assert trainer.current_epoch == 2 and not trainer.should_stop
+    assert [h["failed"] for h in monitor.history] == [True, True]
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert trainer.callback_metrics["ricci/failed"].item() == 1.0
+
+
 def test_strict_reraises_geometry_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom in the geometry")
