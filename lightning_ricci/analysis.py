@@ -32,7 +32,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lightning_ricci.capture import ACTIVATION_TYPES, ActivationCapture, find_layers
+from lightning_ricci.capture import ACTIVATION_TYPES, ActivationCapture, check_layer_spec, find_layers
 from lightning_ricci.geometry import ricci_flow
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
@@ -121,29 +121,6 @@ def _probe_tensor(probe: Any) -> Tensor:
     return x
 
 
-def _check_layer_spec(layers: Any) -> LayerSpec:
-    if layers is None or (callable(layers) and not isinstance(layers, type)):
-        return layers
-    if isinstance(layers, type):
-        if not issubclass(layers, nn.Module):
-            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {layers.__name__})")
-        return layers
-    if isinstance(layers, str):
-        raise TypeError(
-            f"`layers` must be a list of module names, not a str (got {layers!r}; use [{layers!r}])"
-        )
-    if isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers):
-        bad = [t.__name__ for t in layers if not issubclass(t, nn.Module)]
-        if bad:
-            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {bad})")
-        return layers
-    if not isinstance(layers, Sequence):
-        raise TypeError(
-            f"`layers` must be module names, module classes or a predicate (got {type(layers).__name__})"
-        )
-    return list(layers)
-
-
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     for parameter in model.parameters():
         return parameter.device
@@ -208,7 +185,7 @@ def analyze(
         raise TypeError(f"`model` must be an nn.Module (got {type(model).__name__})")
     x = _probe_tensor(probe)
     num_points = x.shape[0]
-    spec = _check_layer_spec(layers)
+    spec = check_layer_spec(layers)
     if k is not None and (not _is_int(k) or k < 1):
         raise ValueError(f"`k` must be a positive int or None (got {k!r})")
     if k is not None and k >= num_points:

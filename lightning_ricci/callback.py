@@ -42,6 +42,7 @@ from lightning_ricci.capture import (
     ActivationCapture,
     _select,
     candidate_module_names,
+    check_layer_spec,
     find_layers,
 )
 from lightning_ricci.geometry import ricci_flow
@@ -226,7 +227,7 @@ class RicciFlowMonitor(Callback):
         self._probe_given = probe is not None
         if probe is not None:
             self._probe_x = _probe_input(probe)
-        self._layer_spec = self._check_layers(layers)
+        self._layer_spec = check_layer_spec(layers)
         if k is not None and (not _is_int(k) or k < 1):
             raise ValueError(f"`k` must be a positive int or None (got {k!r})")
         if convention not in _CONVENTIONS:
@@ -276,37 +277,6 @@ class RicciFlowMonitor(Callback):
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ configuration
-
-    @staticmethod
-    def _check_layers(layers: Any) -> Any:
-        if layers is None or callable(layers) and not isinstance(layers, type):
-            return layers
-        if isinstance(layers, type):
-            if not issubclass(layers, nn.Module):
-                raise TypeError(f"`layers` classes must be nn.Module subclasses (got {layers.__name__})")
-            return layers
-        if isinstance(layers, str):
-            raise TypeError(
-                f"`layers` must be a list of module names, not a str (got {layers!r}; use [{layers!r}])"
-            )
-        if isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers):
-            bad = [t.__name__ for t in layers if not issubclass(t, nn.Module)]
-            if bad:
-                raise TypeError(f"`layers` classes must be nn.Module subclasses (got {bad})")
-            return layers
-        if not isinstance(layers, Sequence):
-            raise TypeError(
-                f"`layers` must be module names, module classes or a predicate (got {type(layers).__name__})"
-            )
-        names = list(layers)
-        if not names:
-            raise ValueError("`layers` must name at least one module (got an empty list)")
-        bad_entries = [n for n in names if not isinstance(n, str) or not n]
-        if bad_entries:
-            raise TypeError(f"`layers` entries must be non-empty module names (got {bad_entries!r})")
-        if len(set(names)) != len(names):
-            raise ValueError(f"`layers` lists a module twice (got {names})")
-        return names
 
     @property
     def state_key(self) -> str:

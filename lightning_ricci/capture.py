@@ -499,3 +499,39 @@ def find_layers(
             f"({', '.join(repr(n) for n in names)}); pass `layers=[...]` with modules that the forward calls"
         )
     return [name if counts[name] == 1 else f"{name}:{call}" for call, name in order]
+
+
+def check_layer_spec(layers: Any) -> Any:
+    """Validate a layer selection: ``None``, module names, an ``nn.Module`` class or tuple of classes, or
+    a predicate ``(name, module) -> bool``. Names come back as a list.
+
+    Raises:
+        TypeError: a str instead of a list, a class that is no ``nn.Module``, an empty or non-str name.
+        ValueError: an empty list, or a name listed twice.
+    """
+    if layers is None or (callable(layers) and not isinstance(layers, type)):
+        return layers
+    if isinstance(layers, type):
+        if not issubclass(layers, nn.Module):
+            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {layers.__name__})")
+        return layers
+    if isinstance(layers, str):
+        raise TypeError(f"`layers` must be a list of module names, not a str (got {layers!r}; use [{layers!r}])")
+    if isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers):
+        bad = [t.__name__ for t in layers if not issubclass(t, nn.Module)]
+        if bad:
+            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {bad})")
+        return layers
+    if not isinstance(layers, Sequence):
+        raise TypeError(
+            f"`layers` must be module names, module classes or a predicate (got {type(layers).__name__})"
+        )
+    names = list(layers)
+    if not names:
+        raise ValueError("`layers` must name at least one module (got an empty list)")
+    bad_entries = [n for n in names if not isinstance(n, str) or not n]
+    if bad_entries:
+        raise TypeError(f"`layers` entries must be non-empty module names (got {bad_entries!r})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`layers` lists a module twice (got {names})")
+    return names
