@@ -60,8 +60,9 @@ def ricci_flow(
         convention (str): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
         curvature (str): edge curvature of the local and layer coefficients: ``"forman"``,
             ``"augmented_forman"`` or ``"approx_ollivier"``. Default: ``"forman"``.
-        knn_backend (str): ``"auto"``/``"gemm"`` (exact blocked GEMM) or ``"torch_cluster"``.
-            Default: ``"auto"``.
+        knn_backend (str): ``"auto"``/``"gemm"`` (exact blocked GEMM) or ``"torch_cluster"``
+            (exactly k neighbours in the library's tie order: with ``"baptista"`` it matches R only on
+            data without ties at the k-th distance). Default: ``"auto"``.
         memory_budget (int, optional): bytes of scratch memory for one block of kNN distances and for
             the BFS bitsets of one block of sources; lower it to trade speed for memory (results do not
             change). Default: 256 MiB on the CPU, 2 GiB on CUDA.
