@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _scripts import run_example
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "reproduce_paper.py"
 DATASETS = ("circles", "four_discs", "cylinders", "tori", "spirals", "digits_1v7", "digits_6v9")
@@ -32,16 +30,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     for module in ("sklearn", "scipy", "matplotlib", "tqdm"):
         pytest.importorskip(module)
     out = tmp_path_factory.mktemp("reproduction")
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--fast", "--out", str(out), "--n-boot", "200"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=SCRIPT.parents[1],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # tiny models: one thread, as on a busy 2-core machine
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    completed = run_example(SCRIPT.name, "--fast", "--out", str(out), "--n-boot", "200")
     results = json.loads((out / "results.json").read_text(), parse_constant=_reject)
     return out, results, completed.stdout
 

@@ -5,31 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from _scripts import EXAMPLES, run_example
 
 
 def run_script(script: str, out: Path) -> subprocess.CompletedProcess[str]:
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--fast", "--out", str(out)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=EXAMPLES.parent,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed
+    return run_example(script, "--fast", "--out", str(out))
 
 
 def load_script(name: str) -> ModuleType:
