@@ -1,6 +1,6 @@
 """Does it reproduce? Train a grid of small ReLU MLPs and test the papers' headline claims.
 
-Claims tested (the project's ``method.md``, sections 1.6 and 2.8):
+Claims tested (the papers' abstracts and the numbers stored in Hehl et al.'s notebooks):
 
 * Baptista et al. (2024), [B]: a more negative *global* Ricci coefficient goes with higher test accuracy
   among well-trained networks (accuracy > 0.98), across depths, widths and data sets.

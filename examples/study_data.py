@@ -5,7 +5,7 @@ Three binary tasks that need no download, after Hehl et al. (2025):
 * ``circles``: Syn-I, two concentric circles (``make_circles(noise=0.03, factor=0.5)``, in torch);
 * ``discs``: Syn-II, points uniform in the unit disc, label 1 inside one of four small discs of
   radius 0.2. The centres, (+-0.45, +-0.45), and the class balance (half the points drawn inside the
-  small discs) are our choices: the papers' sampler is not specified in method.md;
+  small discs) are our choices: the papers do not specify the sampler;
 * ``digits``: scikit-learn's 8x8 digits, 1 versus 7 (361 images, pixels / 16, flattened to 64
   features), a small stand-in for the papers' MNIST 1 vs 7.
 

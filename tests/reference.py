@@ -1,13 +1,14 @@
 """Independent dense numpy/scipy reference for :func:`lightning_ricci.ricci_flow`.
 
-Written from ``/work/shared/method.md`` (sections 1-5) only; it does not import ``lightning_ricci``.
+Written from the semantics of the authors' code (Baptista et al.'s R script, Hehl et al.'s Python) only;
+it does not import ``lightning_ricci``.
 Clarity over speed: every quantity is computed on dense [N, N] matrices, so keep N <= ~300.
 
 Shape symbols: N points, D features, L layers (``len(layers)``, the input included).
 
 Conventions
 -----------
-``"baptista"`` (R code of Baptista et al., method.md section 1):
+``"baptista"`` (R code of Baptista et al.):
     * kNN graph = ``cccd::nng``: directed edge i->j for every j != i with dist(i, j) <= r_k(i), the k-th
       smallest distance from i to the other points. All ties at the k-th distance are kept.
     * Ric_l = sum over directed edges i->j of 4 - D(i) - D(j), D = in-degree + out-degree.
@@ -18,7 +19,7 @@ Conventions
       is +-Inf.
     * coefficient = Pearson(Ric_1..Ric_{L-2}, eta_{1->2}..eta_{L-2->L-1}) ("layer skip" pairing,
       hidden layers only), transitions with NaN eta dropped (``cor.test`` uses complete cases).
-``"hehl"`` (Python code of Hehl et al., method.md section 2):
+``"hehl"`` (Python code of Hehl et al.):
     * kNN graph = ``sklearn.neighbors.kneighbors_graph(X, k, include_self=False)``, symmetrised by union.
     * Ric_l = sum over undirected edges of 4 - d(x) - d(y).
     * eta_l = g_{l+1} - g_l, g_l = sum over unordered pairs of hop distances (numpy arithmetic).
@@ -26,10 +27,10 @@ Conventions
       disconnected.
 Both: a layer whose points all coincide has the complete graph and excludes the network.
 
-Local / layer coefficients (method.md 2.3 / 2.4) use the convention's undirected union graph and the
+Local / layer coefficients (Hehl et al.) use the convention's undirected union graph and the
 chosen edge curvature (forman, augmented_forman, approx_ollivier) for every transition t = 0..L-2.
 
-One choice not fixed by method.md: if *every* per-node Delta(i) of a transition is NaN, R's
+One choice the R script leaves open: if *every* per-node Delta(i) of a transition is NaN, R's
 ``aggregate`` drops that (layer, model) group altogether; here that transition's ``eta`` is NaN
 (missing), and the mean used by the exclusion rule is NaN too (so it does not exclude).
 """
