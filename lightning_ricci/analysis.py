@@ -34,7 +34,10 @@ from torch import Tensor, nn
 
 from lightning_ricci.capture import ACTIVATION_TYPES, ActivationCapture, check_layer_spec, find_layers
 from lightning_ricci.geometry import ricci_flow
-from lightning_ricci.geometry.knn import KnnBackend
+from lightning_ricci.geometry._checks import check_choice
+from lightning_ricci.geometry.curvature import EDGE_CURVATURES
+from lightning_ricci.geometry.flow import CONVENTIONS
+from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 
 __all__ = [
@@ -50,9 +53,6 @@ __all__ = [
 #: Name of the probe input, the first layer (``"probe_input"`` if a module of the model is called so).
 INPUT_LAYER = "input"
 
-_CONVENTIONS = ("baptista", "hehl")
-_CURVATURES = ("forman", "augmented_forman", "approx_ollivier")
-_KNN_BACKENDS = ("auto", "gemm", "torch_cluster")
 
 LayerSpec = (
     Sequence[str] | type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool] | None
@@ -190,12 +190,9 @@ def analyze(
         raise ValueError(f"`k` must be a positive int or None (got {k!r})")
     if k is not None and k >= num_points:
         raise ValueError(f"`k` must be smaller than the number of probe points {num_points} (got {k})")
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"`convention` must be one of {_CONVENTIONS} (got {convention!r})")
-    if curvature not in _CURVATURES:
-        raise ValueError(f"`curvature` must be one of {_CURVATURES} (got {curvature!r})")
-    if knn_backend not in _KNN_BACKENDS:
-        raise ValueError(f"`knn_backend` must be one of {_KNN_BACKENDS} (got {knn_backend!r})")
+    check_choice("convention", convention, CONVENTIONS)
+    check_choice("curvature", curvature, EDGE_CURVATURES)
+    check_choice("knn_backend", knn_backend, KNN_BACKENDS)
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an int >= 1 (got {batch_size!r})")
 

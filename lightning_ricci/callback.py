@@ -46,12 +46,14 @@ from lightning_ricci.capture import (
     find_layers,
 )
 from lightning_ricci.geometry import ricci_flow
+from lightning_ricci.geometry._checks import check_choice
+from lightning_ricci.geometry.curvature import EDGE_CURVATURES
+from lightning_ricci.geometry.flow import CONVENTIONS
+from lightning_ricci.geometry.knn import KNN_BACKENDS
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 
 __all__ = ["RicciFlowMonitor", "default_k"]
 
-_CONVENTIONS = ("baptista", "hehl")
-_CURVATURES = ("forman", "augmented_forman", "approx_ollivier")
 INPUT_LAYER = "input"
 
 # Scratch memory of the retry after a CUDA out-of-memory error (the default is 2 GiB).
@@ -230,10 +232,9 @@ class RicciFlowMonitor(Callback):
         self._layer_spec = check_layer_spec(layers)
         if k is not None and (not _is_int(k) or k < 1):
             raise ValueError(f"`k` must be a positive int or None (got {k!r})")
-        if convention not in _CONVENTIONS:
-            raise ValueError(f"`convention` must be one of {_CONVENTIONS} (got {convention!r})")
-        if curvature not in _CURVATURES:
-            raise ValueError(f"`curvature` must be one of {_CURVATURES} (got {curvature!r})")
+        check_choice("convention", convention, CONVENTIONS)
+        check_choice("curvature", curvature, EDGE_CURVATURES)
+        check_choice("knn_backend", knn_backend, KNN_BACKENDS)
         for name, value, low in (
             ("num_samples", num_samples, 3),
             ("every_n_epochs", every_n_epochs, 1),
@@ -245,8 +246,6 @@ class RicciFlowMonitor(Callback):
             raise TypeError(f"`seed` must be an int (got {type(seed).__name__})")
         if not isinstance(log_prefix, str):
             raise TypeError(f"`log_prefix` must be a str (got {type(log_prefix).__name__})")
-        if not isinstance(knn_backend, str):
-            raise TypeError(f"`knn_backend` must be a str (got {type(knn_backend).__name__})")
         num_points = self._probe_x.shape[0] if self._probe_x is not None else None
         if k is not None and num_points is not None and k >= num_points:
             raise ValueError(f"`k` must be smaller than the number of probe points {num_points} (got {k})")

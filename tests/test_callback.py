@@ -316,6 +316,7 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
         ({"k": 2.5}, ValueError, r"`k` must be a positive int"),
         ({"convention": "weber"}, ValueError, r"`convention` must be one of .* \(got 'weber'\)"),
         ({"curvature": "ollivier"}, ValueError, r"`curvature` must be one of .* \(got 'ollivier'\)"),
+        ({"knn_backend": "faiss"}, ValueError, r"`knn_backend` must be one of .* \(got 'faiss'\)"),
         ({"layers": "net.1"}, TypeError, r"`layers` must be a list of module names, not a str"),
         ({"layers": []}, ValueError, r"`layers` must name at least one module"),
         ({"layers": ["net.1", "net.1"]}, ValueError, r"`layers` lists a module twice"),

@@ -16,7 +16,7 @@ from lightning_ricci.geometry._checks import check_choice, check_int, check_laye
 from lightning_ricci.geometry.coefficients import pearson
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES, edge_curvature, triangle_counts
 from lightning_ricci.geometry.geodesics import connected_components, csr, multi_source_bfs
-from lightning_ricci.geometry.knn import _KNN_BACKENDS, KnnBackend, knn_edges
+from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, knn_edges
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 
 CONVENTIONS = ("baptista", "hehl")
@@ -85,7 +85,7 @@ def ricci_flow(
     k = check_int("k", k, low=1, high=n)
     check_choice("convention", convention, CONVENTIONS)
     check_choice("curvature", curvature, EDGE_CURVATURES)
-    check_choice("knn_backend", knn_backend, _KNN_BACKENDS)
+    check_choice("knn_backend", knn_backend, KNN_BACKENDS)
     if memory_budget is not None:
         memory_budget = check_int("memory_budget", memory_budget, low=1 << 16)
     with torch.no_grad():

@@ -32,7 +32,7 @@ from lightning_ricci.geometry._checks import check_choice, check_features, check
 Ties = Literal["keep", "first"]
 KnnBackend = Literal["auto", "gemm", "torch_cluster"]
 
-_KNN_BACKENDS = ("auto", "gemm", "torch_cluster")
+KNN_BACKENDS = ("auto", "gemm", "torch_cluster")
 _TIES = ("keep", "first")
 # Default scratch memory for the float32 distance blocks; the whole [M, M] matrix is formed (to use its
 # symmetry) when it fits.
@@ -67,7 +67,7 @@ def knn_graph(x: Tensor, k: int, *, ties: Ties = "first", backend: KnnBackend = 
     x = check_features("x", x, allow_1d=True)
     k = check_int("k", k, low=1, high=x.shape[0])
     check_choice("ties", ties, _TIES)
-    check_choice("backend", backend, _KNN_BACKENDS)
+    check_choice("backend", backend, KNN_BACKENDS)
     edge_index, _ = knn_edges(x, k, keep_ties=ties == "keep", backend=backend)
     return edge_index
 
