@@ -185,8 +185,8 @@ def _ricci_flow(
     mixed = plus & minus
     geodesic_sum = dist_sum.sum(dim=1).double() / 2
     if baptista:
+        # R's per-node sums: +Inf, -Inf, or finite; rows with both infinities are NaN and dropped (keep).
         row_val = torch.where(plus, torch.inf, torch.where(minus, -torch.inf, delta))
-        row_val = torch.where(mixed, torch.nan, row_val)
         keep = ~mixed
         eta = torch.where(keep, row_val, torch.zeros_like(row_val)).sum(dim=1)
         eta = torch.where(keep.any(dim=1), eta, torch.full_like(eta, torch.nan))
