@@ -5,10 +5,12 @@ Usage::
     python benchmarks/bench_callback_overhead.py                  # the two_circles example's model
     python benchmarks/bench_callback_overhead.py --train 20000    # a larger epoch
 
-Trains the two-circles MLP of ``examples/two_circles.py`` for a few epochs twice in one process, once
-plain and once with ``RicciFlowMonitor()`` at its defaults (1000 probe points, k = 50), and prints the
-epoch time of each, the monitor's share, the time of one monitor evaluation, and the peak memory the
-monitor adds (CUDA: peak allocated by one evaluation; CPU: growth of the peak RSS).
+Trains the two-circles MLP of ``examples/two_circles.py`` in one process, plain and with
+``RicciFlowMonitor()`` at its defaults (1000 probe points, k = 50), each without a logger and with the
+example's TensorBoard logger (which adds the monitor's histograms at every measurement and its figure
+every 10th). Prints the mean epoch time of each run (the first epoch, warm-up, left out), the monitor's
+share, the time of one monitor evaluation, and the peak memory the monitor adds (CUDA: peak allocated
+by one evaluation; CPU: growth of the peak RSS).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import importlib.util
 import pathlib
 import resource
 import statistics
+import tempfile
 import time
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ricci import RicciFlowMonitor, ricci_flow
@@ -49,7 +53,9 @@ class EpochTimer(Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def run(train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: str) -> list[float]:
+def run(
+    train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: str, tensorboard: bool
+) -> list[float]:
     seed_everything(0, verbose=False)
     data = TensorDataset(*two_circles_example.two_circles(train, seed=0))
     val = TensorDataset(*two_circles_example.two_circles(1000, seed=1))
@@ -60,7 +66,7 @@ def run(train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: 
         accelerator=accelerator,
         devices=1,
         callbacks=callbacks,
-        logger=False,
+        logger=TensorBoardLogger(tempfile.mkdtemp(), name="bench") if tensorboard else False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -77,14 +83,16 @@ def run(train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=1000, help="training points per epoch")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=21, help="epochs per run (the first is not timed)")
     args = parser.parse_args()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
 
-    plain = run(args.train, args.epochs, None, accelerator)
+    means: dict[tuple[bool, bool], float] = {}
     monitor = RicciFlowMonitor()
-    monitored = run(args.train, args.epochs, monitor, accelerator)
-    t_plain, t_mon = statistics.median(plain), statistics.median(monitored)
+    for tensorboard in (False, True):
+        means[False, tensorboard] = statistics.mean(run(args.train, args.epochs, None, accelerator, tensorboard))
+        monitor = RicciFlowMonitor()
+        means[True, tensorboard] = statistics.mean(run(args.train, args.epochs, monitor, accelerator, tensorboard))
 
     # One evaluation of the geometry alone, on the same layers of a fresh model, with its peak memory.
     result = monitor.last_result
@@ -114,11 +122,12 @@ def main() -> None:
 
     print(f"device: {accelerator}, torch threads: {torch.get_num_threads()}, train points per epoch: {args.train}")
     print(f"probe: {result.num_points} points, {result.num_layers} layers, k = {result.k}")
-    print("| run | median epoch s |")
-    print("| --- | --- |")
-    print(f"| without monitor | {t_plain:.3f} |")
-    print(f"| with RicciFlowMonitor() | {t_mon:.3f} |")
-    print(f"monitor share of an epoch: {(t_mon - t_plain) / t_plain * 100:.1f} % extra")
+    print("| logger | mean epoch s, without monitor | with RicciFlowMonitor() | monitor's share |")
+    print("| --- | --- | --- | --- |")
+    for tensorboard, name in ((False, "none"), (True, "TensorBoard")):
+        plain, monitored = means[False, tensorboard], means[True, tensorboard]
+        share = (monitored - plain) / plain * 100
+        print(f"| {name} | {plain:.3f} | {monitored:.3f} | +{share:.0f} % |")
     print(f"one ricci_flow evaluation: {t_geometry:.3f} s; {where}: {peak:.1f} MB")
     print(f"captured probe activations held during an evaluation: {held:.1f} MB")
 

@@ -168,6 +168,25 @@ def test_zero_config_tensorboard_events(tmp_path: Path) -> None:
     assert len(events.Images("ricci/flow")) == 2
 
 
+@pytest.mark.parametrize(
+    ("log_figures", "plotted"),
+    [(True, [0, 1, 2, 3, 4]), (2, [0, 2, 4]), (3, [0, 3, 4]), (10, [0, 4]), (False, [])],
+)
+def test_figure_schedule_and_last_measurement(tmp_path: Path, log_figures: bool | int, plotted: list[int]) -> None:
+    """Figures at measurements 0, n, 2n, ... and the last one at the end of training; histograms always."""
+    pytest.importorskip("matplotlib")
+    monitor = RicciFlowMonitor(log_figures=log_figures)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    make_trainer(tmp_path, [monitor], logger=logger, max_epochs=5).fit(TinyNet())
+
+    events = read_events(logger.log_dir)
+    steps = [int(h["global_step"]) for h in monitor.history]
+    assert len(steps) == 5 and len(set(steps)) == 5
+    images = [e.step for e in events.Images("ricci/flow")] if "ricci/flow" in events.Tags()["images"] else []
+    assert images == [steps[i] for i in plotted]
+    assert [e.step for e in events.Histograms("ricci/edge_curvature/input")] == steps
+
+
 @pytest.mark.parametrize(("convention", "k"), [("hehl", 7), ("baptista", 12)])
 def test_logged_coefficient_equals_ricci_flow_on_same_activations(
     tmp_path: Path, convention: str, k: int
@@ -339,6 +358,8 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
             r"`k` must be smaller than the number of probe points 6",
         ),
         ({"log_prefix": 3}, TypeError, r"`log_prefix` must be a str \(got int\)"),
+        ({"log_figures": -1}, ValueError, r"`log_figures` must be a bool or an int >= 0 \(got -1\)"),
+        ({"log_figures": "always"}, ValueError, r"`log_figures` must be a bool or an int >= 0 \(got 'always'\)"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
