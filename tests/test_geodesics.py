@@ -47,6 +47,13 @@ def test_path_cycle_complete_star() -> None:
     assert geodesic_sums(star, 6)[1].tolist() == [5] + [1 + 2 * 4] * 5
 
 
+def test_graphs_without_edges(device: torch.device) -> None:
+    for edges in (torch.zeros(2, 0, dtype=torch.long), torch.tensor([[0, 3], [0, 3]])):  # none; self-loops only
+        total, per_node = geodesic_sums(edges.to(device), 5)
+        assert int(total) == 0
+        assert per_node.tolist() == [0] * 5
+
+
 def test_source_blocks_and_masks_agree() -> None:
     gen = torch.Generator().manual_seed(3)
     n, graphs = 200, 3

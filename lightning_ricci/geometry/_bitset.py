@@ -108,6 +108,8 @@ class NeighbourOr:
         last = len(self.stages) - 1
         for i, (_, slots) in enumerate(self.stages):
             buf = out if (i == last and self.final is None) else self._buffers[i]
+            if not slots:
+                buf.zero_()  # a graph without edges
             for s, idx in enumerate(slots):
                 n = idx.numel()
                 if s == 0:
