@@ -5,10 +5,11 @@ E directed edge entries.
 
 A multi-source BFS runs from every node of every graph at once. The visited sets are bit-packed: row
 ``(b, v)`` holds, for every source s, whether v has been reached from s in graph b. One BFS level is a
-neighbourhood OR over the CSR adjacency (:class:`~lightning_ricci.geometry._bitset.NeighbourOr`);
-newly reached pairs are counted with popcount and summed in int64, so no [N, N] distance matrix is
-ever formed. Sources are processed in blocks to bound memory. Distances are symmetric, so the sum over
-sources of a row equals the sum over targets.
+neighbourhood OR over the CSR adjacency: on CUDA one fused Triton kernel per level
+(:mod:`~lightning_ricci.geometry._triton`), elsewhere gathers and ORs in torch
+(:class:`~lightning_ricci.geometry._bitset.NeighbourOr`). Newly reached pairs are counted with popcount
+and summed in int64, so no [N, N] distance matrix is ever formed. Sources are processed in blocks to
+bound memory. Distances are symmetric, so the sum over sources of a row equals the sum over targets.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_ricci.geometry import _triton
 from lightning_ricci.geometry._bitset import NeighbourOr, pack_rows, popcount_rows
-from lightning_ricci.geometry._checks import check_edge_index, check_int
+from lightning_ricci.geometry._checks import check_choice, check_edge_index, check_int
 from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET
 
 
@@ -28,6 +30,9 @@ class _BfsResult:
     dist_sum: Tensor  # [R] sum of hop distances to reachable nodes
     masked_sums: list[Tensor]  # [R] each: the same sum restricted to a mask
     query_dist: Tensor  # [Q] hop distance of each query pair, -1 if unreachable
+
+
+LEVEL_KERNELS = ("auto", "torch", "triton")
 
 
 def csr(row: Tensor, col: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
@@ -60,10 +65,12 @@ def multi_source_bfs(
     queries: Tensor | None = None,
     block_words: int | None = None,
     memory_budget: int | None = None,
+    level_kernel: str = "auto",
 ) -> _BfsResult:
     """All-sources BFS on ``num_graphs`` graphs over the same ``num_nodes`` nodes.
 
-    Rows are relabelled by non-increasing degree (so the neighbourhood OR needs no final permutation).
+    Rows are relabelled by non-increasing degree (so the torch neighbourhood OR needs no final
+    permutation, and the rows that the Triton kernel steps through together have similar degrees).
     Each level ORs the newly reached bits into bit planes that spell the level in binary, so the
     distance sums (and masked sums and per-pair distances) are read off the planes once at the end
     instead of a popcount per level.
@@ -79,8 +86,21 @@ def multi_source_bfs(
         block_words (int, optional): sources per block / 64. Default: from ``memory_budget``.
         memory_budget (int, optional): bytes for the bitset state of one source block (about a dozen
             [R, W] int64 arrays). Default: :data:`~lightning_ricci.geometry.knn.DEFAULT_MEMORY_BUDGET`.
+        level_kernel (str): how a BFS level runs: ``"torch"`` (gathers and ORs, any device), ``"triton"``
+            (one fused Triton launch per level; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``)
+            or ``"auto"`` (Triton on CUDA when it can be imported, else torch; if the kernel fails to
+            build or launch, a warning is issued once and torch is used for the rest of the process).
+            The results do not depend on it. Default: ``"auto"``.
+
+    Returns:
+        _BfsResult: per-row distance sums and masked sums (original row order) and query distances.
+
+    Raises:
+        ValueError: an unknown ``level_kernel``, or ``"triton"`` where the kernel cannot run.
     """
+    check_choice("level_kernel", level_kernel, LEVEL_KERNELS)
     device = ptr.device
+    fused = _triton.use_fused_levels(level_kernel, device)
     rows = num_graphs * num_nodes
     masks = masks or []
     degree = ptr[1:] - ptr[:-1]
@@ -92,7 +112,7 @@ def multi_source_bfs(
     seg = torch.repeat_interleave(torch.arange(rows, device=device), new_deg, output_size=col.numel())
     within = torch.arange(col.numel(), device=device) - new_ptr[:-1][seg]
     new_col = rank[col[ptr[:-1][order][seg] + within]]
-    plan = NeighbourOr(new_ptr, new_col)
+    plan: NeighbourOr | None = None  # built on first use: the fused kernel reads the CSR directly
 
     total_words = (num_nodes + 63) // 64
     if block_words is None:
@@ -114,28 +134,23 @@ def multi_source_bfs(
         src_local = torch.arange(num_src, device=device)
         src_pos = src_local.repeat(num_graphs)
         start_rows = rank[(torch.arange(num_graphs, device=device).unsqueeze(1) * num_nodes + s0 + src_local).flatten()]
-        frontier = pack_rows(start_rows, src_pos, rows, words)
-        unvisited = ~frontier
-        if num_src % 64:
-            unvisited[:, -1] &= (1 << (num_src % 64)) - 1  # bits past the last source are never reached
-        nxt = torch.empty_like(frontier)
-        planes: list[Tensor] = []
-        level = 0
-        while True:
-            level += 1
-            plan(frontier, nxt)
-            nxt &= unvisited
-            if level % check_every == 0 and not bool(nxt.any()):
-                break
-            if level > num_nodes:  # only after empty levels on devices that check lazily
-                break
-            unvisited ^= nxt
-            while level >= 1 << len(planes):
-                planes.append(torch.zeros_like(frontier))
-            for p, plane in enumerate(planes):
-                if level >> p & 1:
-                    plane |= nxt
-            frontier, nxt = nxt, frontier
+        planes: list[Tensor] | None = None
+        if fused:
+            frontier, unvisited = _first_level(start_rows, src_pos, rows, words, num_src)
+            try:
+                planes = _triton.run_levels(
+                    new_ptr, new_col, frontier, unvisited, max_level=num_nodes, check_every=check_every
+                )
+            except Exception as exc:  # building, compiling or launching the kernel
+                if level_kernel == "triton":
+                    raise
+                _triton.give_up(exc)
+                fused = False
+        if planes is None:
+            frontier, unvisited = _first_level(start_rows, src_pos, rows, words, num_src)
+            if plan is None:
+                plan = NeighbourOr(new_ptr, new_col)
+            planes = _torch_levels(plan, frontier, unvisited, max_level=num_nodes, check_every=check_every)
 
         # Read the sums off the bit planes: distance = sum over p of 2^p * bit of plane p.
         for p, plane in enumerate(planes):
@@ -161,6 +176,42 @@ def multi_source_bfs(
             query_dist[q_idx] = torch.where(reached, dist, torch.full_like(dist, -1))
 
     return _BfsResult(dist_sum[rank], [t[rank] for t in masked_sums], query_dist)
+
+
+def _first_level(
+    start_rows: Tensor, src_pos: Tensor, rows: int, words: int, num_src: int
+) -> tuple[Tensor, Tensor]:
+    """(frontier, unvisited) [R, W] int64 of a source block before the first level."""
+    frontier = pack_rows(start_rows, src_pos, rows, words)
+    unvisited = ~frontier
+    if num_src % 64:
+        unvisited[:, -1] &= (1 << (num_src % 64)) - 1  # bits past the last source are never reached
+    return frontier, unvisited
+
+
+def _torch_levels(
+    plan: NeighbourOr, frontier: Tensor, unvisited: Tensor, *, max_level: int, check_every: int
+) -> list[Tensor]:
+    """Run the BFS of one source block to the end in torch; updates ``unvisited`` and returns the planes."""
+    nxt = torch.empty_like(frontier)
+    planes: list[Tensor] = []
+    level = 0
+    while True:
+        level += 1
+        plan(frontier, nxt)
+        nxt &= unvisited
+        if level % check_every == 0 and not bool(nxt.any()):
+            break
+        if level > max_level:  # only after empty levels on devices that check lazily
+            break
+        unvisited ^= nxt
+        while level >= 1 << len(planes):
+            planes.append(torch.zeros_like(frontier))
+        for p, plane in enumerate(planes):
+            if level >> p & 1:
+                plane |= nxt
+        frontier, nxt = nxt, frontier
+    return planes
 
 
 def geodesic_sums(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
