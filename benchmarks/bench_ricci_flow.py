@@ -15,16 +15,21 @@ Every row checks that the two coefficients agree.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 
 from lightning_ricci import ricci_flow
+from lightning_ricci.geometry.geodesics import multi_source_bfs
 
 
 def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
@@ -122,6 +127,58 @@ def torch_cluster_versus_gemm(n: int, device: str) -> None:
     print(row(["torch_cluster", f"{t_tc:.3f}", f"{b.coefficient:.6f}"]))  # type: ignore[attr-defined]
 
 
+def bfs_level_kernels(sizes: list[int], depth: int, width: int) -> None:
+    """The BFS alone and the whole ``ricci_flow`` with the torch and with the Triton level path (CUDA)."""
+    try:
+        import triton  # noqa: F401
+    except ModuleNotFoundError:
+        print("\n(triton not installed: BFS level path comparison skipped)")
+        return
+    print(f"\n## BFS level path on cuda: 784 + {depth}x{width}, k=10, convention='baptista'")
+    header = ["n", "BFS torch s", "BFS triton s", "BFS speed-up", "ricci_flow torch s", "ricci_flow triton s"]
+    print(row([*header, "coefficient (torch / triton)"]))
+    print(row(["---"] * 7))
+    for n in sizes:
+        layers = mlp_activations(n, [width] * depth, device="cuda")
+        cells, agree = _level_kernel_row(layers)
+        print(row([str(n), *cells]))
+        del layers
+        if not agree:
+            raise SystemExit("the torch and Triton level paths disagree")
+
+
+def _level_kernel_row(layers: list[torch.Tensor]) -> tuple[list[str], bool]:
+    flow_module = sys.modules["lightning_ricci.geometry.flow"]
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return multi_source_bfs(*args, **kwargs)
+
+    with mock.patch.object(flow_module, "multi_source_bfs", record):
+        ricci_flow(layers, 10)  # to capture the BFS inputs of this workload
+    args, kwargs = calls[0]
+    bfs_s, bfs, flow_s, coef = {}, {}, {}, {}
+    for kernel in ("torch", "triton"):
+        run = functools.partial(multi_source_bfs, *args, **kwargs, level_kernel=kernel)
+        bfs_s[kernel], bfs[kernel] = timed(run, "cuda", 3)
+        patched = functools.partial(multi_source_bfs, level_kernel=kernel)
+        with mock.patch.object(flow_module, "multi_source_bfs", patched):
+            flow_s[kernel], res = timed(lambda: ricci_flow(layers, 10), "cuda", 3)
+        coef[kernel] = res.coefficient  # type: ignore[attr-defined]
+    a, b = bfs["torch"], bfs["triton"]
+    agree = (
+        torch.equal(a.dist_sum, b.dist_sum)  # type: ignore[attr-defined]
+        and torch.equal(a.query_dist, b.query_dist)  # type: ignore[attr-defined]
+        and all(torch.equal(x, y) for x, y in zip(a.masked_sums, b.masked_sums))  # type: ignore[attr-defined]
+        and ((math.isnan(coef["torch"]) and math.isnan(coef["triton"])) or coef["torch"] == coef["triton"])
+    )
+    cells = [f"{bfs_s['torch']:.4f}", f"{bfs_s['triton']:.4f}", f"{bfs_s['torch'] / bfs_s['triton']:.1f}x",
+             f"{flow_s['torch']:.4f}", f"{flow_s['triton']:.4f}",
+             f"{coef['torch']:.6f} / {coef['triton']:.6f} {'ok' if agree else 'MISMATCH'}"]
+    return cells, agree
+
+
 def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: float) -> None:
     print(f"\n## Scaling on {device}: {depth} layers of width {width} (+ 784-D input), k=10, convention='baptista'")
     print(row(["n", "seconds", "peak GPU memory MB" if device == "cuda" else "process peak RSS MB"]))
@@ -145,6 +202,22 @@ def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: floa
         print(f"fitted growth exponent (time ~ n^p): p = {slope:.2f}")
 
 
+def profile_flow(n: int, depth: int, width: int, device: str) -> None:
+    """Where one ``ricci_flow`` spends its time: the profiler's table of operators and kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    layers = mlp_activations(n, [width] * depth, device=device)
+    ricci_flow(layers, 10)  # warm-up: kernels compiled, allocator primed
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        ricci_flow(layers, 10)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(f"\n## Profile of one ricci_flow on {device}: n={n}, 784 + {depth}x{width}, k=10")
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
 def _rss_mb() -> float:
     import resource
 
@@ -155,19 +228,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small cases only")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU tables (for a CUDA machine)")
+    parser.add_argument("--profile", action="store_true", help="also print a profile of one n=5000 call")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.quick:
         cpu_versus_reference([(500, 5, 64)], args.repeats)
         scaling("cpu", [500, 1000], 5, 128, 5.0)
         return
-    cpu_versus_reference([(1000, 5, 50), (1000, 5, 512), (2000, 5, 50), (2000, 5, 512)], args.repeats)
-    torch_cluster_versus_gemm(2000, "cpu")
-    scaling("cpu", [1000, 2000, 5000, 10000, 20000], 5, 512, 60.0)
+    if not args.gpu_only:
+        cpu_versus_reference([(1000, 5, 50), (1000, 5, 512), (2000, 5, 50), (2000, 5, 512)], args.repeats)
+        torch_cluster_versus_gemm(2000, "cpu")
+        scaling("cpu", [1000, 2000, 5000, 10000, 20000], 5, 512, 60.0)
+        if args.profile:
+            profile_flow(5000, 5, 512, "cpu")
     if torch.cuda.is_available():
         print(f"\nGPU: {torch.cuda.get_device_name()}")
-        torch_cluster_versus_gemm(5000, "cuda")
+        bfs_level_kernels([5000, 20000], 7, 512)
         scaling("cuda", [1000, 2000, 5000, 10000, 20000, 50000], 7, 512, 600.0)
+        if args.profile:
+            profile_flow(5000, 7, 512, "cuda")
+        torch_cluster_versus_gemm(5000, "cuda")
+    elif args.gpu_only:
+        raise SystemExit("--gpu-only: no CUDA device")
 
 
 if __name__ == "__main__":

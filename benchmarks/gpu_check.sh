@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA machine, in one run: the test suite (its CUDA tests run instead of
-# skipping) and the benchmark's GPU tables. Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]
+# The checks that need a CUDA machine, in one run: the geometry tests (their CUDA tests run instead of
+# skipping), the callback tests when Lightning is installed, and the benchmark's GPU tables with a
+# profile. Needs torch with CUDA, scipy and (for the fused BFS) Triton; installs nothing, so it also
+# runs on a machine without network access. Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-check}"
 mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$out/device.txt"
-python -m pip install -q -e ".[dev]" 2>&1 | tail -2
-PYTHONUNBUFFERED=1 python -m pytest -q -x tests/test_knn.py tests/test_geodesics.py tests/test_flow.py \
-    tests/test_callback.py 2>&1 | tee "$out/tests.txt" | tail -5
-PYTHONUNBUFFERED=1 python benchmarks/bench_ricci_flow.py 2>&1 | tee "$out/bench.txt"
+python -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1 | tee -a "$out/device.txt"
+tests="tests/test_knn.py tests/test_geodesics.py tests/test_triton_bfs.py tests/test_flow.py"
+if python -c "import lightning" 2>/dev/null; then
+    tests="$tests tests/test_callback.py"
+else
+    echo "lightning is not installed: tests/test_callback.py left out" | tee -a "$out/device.txt"
+fi
+# shellcheck disable=SC2086
+python -m pytest -q -p no:cacheprovider $tests 2>&1 | tee "$out/tests.txt" | tail -8
+python benchmarks/bench_ricci_flow.py --gpu-only --profile 2>&1 | tee "$out/bench.txt"
