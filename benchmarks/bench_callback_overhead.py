@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import pathlib
-import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,7 +55,8 @@ class EpochTimer(Callback):
 
 def run(
     train: int, epochs: int, monitor: RicciFlowMonitor | None, accelerator: str, tensorboard: bool
-) -> list[float]:
+) -> tuple[list[float], Any]:
+    """Epoch times (the first, warm-up, left out) and the trained model."""
     seed_everything(0, verbose=False)
     data = TensorDataset(*two_circles_example.two_circles(train, seed=0))
     val = TensorDataset(*two_circles_example.two_circles(1000, seed=1))
@@ -72,12 +73,33 @@ def run(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(
-        two_circles_example.CirclesMLP(),
-        DataLoader(data, batch_size=64, shuffle=True),
-        DataLoader(val, batch_size=256),
-    )
-    return timer.times[1:]  # the first epoch includes warm-up
+    model = two_circles_example.CirclesMLP()
+    trainer.fit(model, DataLoader(data, batch_size=64, shuffle=True), DataLoader(val, batch_size=256))
+    return timer.times[1:], model
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _cpu_peak_growth(fn: Callable[[], None]) -> float | None:
+    """MB by which ``fn`` raises the process's peak resident set above the current one (Linux only)."""
+
+    def status(key: str) -> float:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(key))
+        return int(line.split()[1]) / 1024
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM (the peak) to the current resident set
+        before = status("VmRSS")
+        fn()
+        return status("VmHWM") - before
+    except OSError:
+        return None
 
 
 def main() -> None:
@@ -88,36 +110,39 @@ def main() -> None:
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
 
     means: dict[tuple[bool, bool], float] = {}
-    monitor = RicciFlowMonitor()
+    monitor, model = RicciFlowMonitor(), None
     for tensorboard in (False, True):
-        means[False, tensorboard] = statistics.mean(run(args.train, args.epochs, None, accelerator, tensorboard))
+        means[False, tensorboard] = statistics.mean(run(args.train, args.epochs, None, accelerator, tensorboard)[0])
         monitor = RicciFlowMonitor()
-        means[True, tensorboard] = statistics.mean(run(args.train, args.epochs, monitor, accelerator, tensorboard))
+        times, model = run(args.train, args.epochs, monitor, accelerator, tensorboard)
+        means[True, tensorboard] = statistics.mean(times)
 
-    # One evaluation of the geometry alone, on the same layers of a fresh model, with its peak memory.
+    # The geometry alone, on the trained model's probe activations (as at the last measurement):
+    # median time of 5 evaluations, and the peak memory of one evaluation after a warm-up.
     result = monitor.last_result
-    assert result is not None and monitor.probe is not None
-    probe = monitor.probe.reshape(monitor.probe.shape[0], -1).float()
-    model = two_circles_example.CirclesMLP()
+    assert result is not None and monitor.probe is not None and model is not None
+    model = model.to(torch.device("cuda" if accelerator == "gpu" else "cpu")).eval()
+    probe = monitor.probe.reshape(monitor.probe.shape[0], -1).float().to(model.device)
     with ActivationCapture(model, monitor.layer_names[1:]) as capture, torch.no_grad():
         capture.forward(lambda: model(probe))
     acts = [probe, *capture.activations().values()]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def evaluate() -> None:
+        ricci_flow(acts, result.k, convention=result.convention)
+        if accelerator == "gpu":
+            torch.cuda.synchronize()
+
+    evaluate()
+    t_geometry = statistics.median(_timed(evaluate) for _ in range(5))
     if accelerator == "gpu":
-        acts = [a.cuda() for a in acts]
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    ricci_flow(acts, result.k, convention=result.convention)
-    if accelerator == "gpu":
-        torch.cuda.synchronize()
-    t_geometry = time.perf_counter() - start
-    if accelerator == "gpu":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        where = "peak GPU memory it allocated"
+        evaluate()
+        peak: float | None = (torch.cuda.max_memory_allocated() - base) / 2**20
+        where = "peak GPU memory it allocates"
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
-        where = "growth of the process's peak RSS (0 if it fit in memory already used)"
+        peak = _cpu_peak_growth(evaluate)
+        where = "peak resident memory it adds (Linux VmHWM, after a warm-up evaluation)"
     held = sum(a.numel() * a.element_size() for a in acts) / 2**20
 
     print(f"device: {accelerator}, torch threads: {torch.get_num_threads()}, train points per epoch: {args.train}")
@@ -128,7 +153,8 @@ def main() -> None:
         plain, monitored = means[False, tensorboard], means[True, tensorboard]
         share = (monitored - plain) / plain * 100
         print(f"| {name} | {plain:.3f} | {monitored:.3f} | +{share:.0f} % |")
-    print(f"one ricci_flow evaluation: {t_geometry:.3f} s; {where}: {peak:.1f} MB")
+    shown = "n/a (needs Linux /proc)" if peak is None else f"{peak:.1f} MB"
+    print(f"one ricci_flow evaluation: {t_geometry:.3f} s (median of 5); {where}: {shown}")
     print(f"captured probe activations held during an evaluation: {held:.1f} MB")
 
 
