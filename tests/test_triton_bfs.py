@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_ricci.geometry import _triton
+from lightning_ricci.geometry import _triton, geodesics
 from lightning_ricci.geometry._bitset import NeighbourOr
 from lightning_ricci.geometry.geodesics import _BfsResult, connected_components, csr, multi_source_bfs
 
@@ -216,6 +216,41 @@ def test_auto_falls_back_to_torch_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_triton, "_failure", None)
     with pytest.raises(RuntimeError, match="no kernel here"):
         multi_source_bfs(ptr, col, 1, n, level_kernel="triton")
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_auto_checks_the_kernel_against_torch_first(monkeypatch: pytest.MonkeyPatch, wrong: bool) -> None:
+    """A kernel that gives wrong planes is caught on a test graph before it touches real data."""
+    monkeypatch.setattr(_triton, "_failure", None)
+    monkeypatch.setattr(_triton, "verified", set())
+    monkeypatch.setattr(
+        _triton, "use_fused_levels", lambda kernel, device: kernel != "torch" and _triton._failure is None
+    )
+    calls = []
+
+    def levels(ptr: torch.Tensor, col: torch.Tensor, frontier: torch.Tensor, unvisited: torch.Tensor, **kw: int) -> list[torch.Tensor]:
+        calls.append(frontier.shape)
+        planes = geodesics._torch_levels(NeighbourOr(ptr, col), frontier, unvisited, **kw)
+        if wrong:
+            planes[0][3, 0] ^= 1 << 5  # one pair one hop off
+        return planes
+
+    monkeypatch.setattr(_triton, "run_levels", levels)
+    gen = torch.Generator().manual_seed(4)
+    n = 90
+    ptr, col, _, _ = _union([torch.randint(0, n, (2, 150), generator=gen)], n)
+    expected = multi_source_bfs(ptr, col, 1, n, level_kernel="torch")
+    if wrong:
+        with pytest.warns(RuntimeWarning, match="differ from the torch path"):
+            _assert_same(multi_source_bfs(ptr, col, 1, n), expected)
+        assert len(calls) == 2 and _triton.verified == set()  # only the test graph (two blocks) saw it
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _assert_same(multi_source_bfs(ptr, col, 1, n), expected)
+            _assert_same(multi_source_bfs(ptr, col, 1, n), expected)
+        assert _triton.verified == {"cpu"}
+        assert len(calls) == 2 + 2  # the test graph (two source blocks), then one block per call
 
 
 def test_level_kernel_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,7 @@ ROWS = 8  # consecutive rows per program (one ELLPACK slice)
 _KERNELS: dict[bool, Any] = {}
 tl: Any = None  # triton.language once a kernel is built
 _failure: str | None = None  # why the kernel was given up for this process (``"auto"`` only)
+verified: set[str] = set()  # devices where the kernel matched the torch path on a test graph
 
 
 def triton_available() -> bool:

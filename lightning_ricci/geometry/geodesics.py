@@ -101,6 +101,8 @@ def multi_source_bfs(
     check_choice("level_kernel", level_kernel, LEVEL_KERNELS)
     device = ptr.device
     fused = _triton.use_fused_levels(level_kernel, device)
+    if fused and level_kernel == "auto":
+        fused = _fused_agrees_once(device)
     rows = num_graphs * num_nodes
     masks = masks or []
     degree = ptr[1:] - ptr[:-1]
@@ -176,6 +178,40 @@ def multi_source_bfs(
             query_dist[q_idx] = torch.where(reached, dist, torch.full_like(dist, -1))
 
     return _BfsResult(dist_sum[rank], [t[rank] for t in masked_sums], query_dist)
+
+
+def _fused_agrees_once(device: torch.device) -> bool:
+    """Before the fused kernel's first use on ``device``: does it match the torch path on a test graph?
+
+    The graph (two layers of 150 nodes, three words per row, a hub, isolated nodes, a second component)
+    takes milliseconds. If the kernel fails or disagrees, :func:`_triton.give_up` warns once and the
+    torch path is used for the rest of the process, so a miscompiled kernel cannot give wrong sums.
+    """
+    key = str(device)
+    if key in _triton.verified:
+        return True
+    gen = torch.Generator().manual_seed(0)
+    n = 150
+    edges = [torch.randint(0, 120, (2, 300), generator=gen), torch.randint(0, 140, (2, 200), generator=gen)]
+    edges[1] = torch.cat([edges[1], torch.stack([torch.zeros(60, dtype=torch.long), torch.arange(60, 120)])], 1)
+    rows, cols = [], []
+    for b, e in enumerate(edges):
+        r, c = undirected_entries(e, n)
+        rows.append(r + b * n)
+        cols.append(c + b * n)
+    ptr, col = csr(torch.cat(rows).to(device), torch.cat(cols).to(device), 2 * n)
+    queries = torch.stack([torch.arange(0, 2 * n, 7), torch.arange(0, 2 * n, 7).flip(0) % n]).to(device)
+    try:
+        got = multi_source_bfs(ptr, col, 2, n, queries=queries, block_words=2, level_kernel="triton")
+    except Exception as exc:  # noqa: BLE001 - building, compiling or launching the kernel
+        _triton.give_up(exc)
+        return False
+    want = multi_source_bfs(ptr, col, 2, n, queries=queries, block_words=2, level_kernel="torch")
+    if not (torch.equal(got.dist_sum, want.dist_sum) and torch.equal(got.query_dist, want.query_dist)):
+        _triton.give_up(RuntimeError("its distance sums differ from the torch path's on a test graph"))
+        return False
+    _triton.verified.add(key)
+    return True
 
 
 def _first_level(
