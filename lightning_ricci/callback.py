@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -178,8 +179,8 @@ class RicciFlowMonitor(Callback):
         history (list[dict]): one entry per measurement outside the sanity check: ``epoch``,
             ``global_step``, ``coefficient`` (as logged), ``coefficient_paper`` (NaN when undefined),
             ``coefficient_connected``, ``excluded``, ``failed``, ``local_mean``, ``local_negative_share``,
-            ``critical_layer``, and per layer ``curvature``/``geodesic_sum`` dicts and the ``layer`` list.
-            Saved in checkpoints.
+            ``critical_layer``, per layer ``curvature``/``geodesic_sum`` dicts, the ``layer`` list, and
+            ``seconds`` (wall time of the probe pass and the geometry on rank 0). Saved in checkpoints.
         probe_indices (list[int] | None): the dataset indices of the default probe. Saved in checkpoints
             so that a resumed run measures the same points.
         critical_layer (int | None): at the end of fit, the critical transition of the last measurement.
@@ -355,9 +356,15 @@ class RicciFlowMonitor(Callback):
             self.history.append(payload["entry"])
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Record the critical layer of the last measurement."""
+        """Record the critical layer of the last measurement; report what the measurements cost."""
         if not self.history:
             return
+        seconds = [float(e["seconds"]) for e in self.history if "seconds" in e]
+        if seconds and self._probe_x is not None:
+            rank_zero_info(
+                f"RicciFlowMonitor: {len(seconds)} measurements of {self._probe_x.shape[0]} probe points took "
+                f"{sum(seconds) / len(seconds):.3f} s each on average (probe pass and geometry)"
+            )
         entry = self.history[-1]
         self.critical_layer = int(entry["critical_layer"])
         if self.critical_layer >= 0 and len(self.layer_names) > self.critical_layer + 1:
@@ -498,6 +505,7 @@ class RicciFlowMonitor(Callback):
     # ------------------------------------------------------------------ measurement
 
     def _measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        start = time.perf_counter()
         acts = self._probe_pass(trainer, pl_module)  # every rank: the forward may be a collective
         payload: dict[str, Any] | None = None
         error: BaseException | None = None
@@ -515,6 +523,7 @@ class RicciFlowMonitor(Callback):
             else:
                 self.last_result = result
                 payload = self._payload(trainer, result)
+            payload["entry"]["seconds"] = time.perf_counter() - start
         payload = trainer.strategy.broadcast(payload, src=0)
         assert payload is not None
         if payload["error"] is not None:

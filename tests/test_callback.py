@@ -130,12 +130,15 @@ def hook_count(model: nn.Module) -> int:
 # --------------------------------------------------------------------------- zero configuration
 
 
-def test_zero_config_tensorboard_events(tmp_path: Path) -> None:
+def test_zero_config_tensorboard_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     monitor = RicciFlowMonitor()
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     trainer = make_trainer(tmp_path, [monitor], logger=logger)
     model = TinyNet()
-    trainer.fit(model)
+    with caplog.at_level("INFO"):
+        trainer.fit(model)
+    assert all(0 < h["seconds"] < 60 for h in monitor.history)
+    assert "2 measurements of 96 probe points took" in caplog.text
 
     assert monitor.layer_names == ["input", *HIDDEN]
     assert monitor.probe is not None and monitor.probe.shape == (96, 2)  # capped by the dataset size
