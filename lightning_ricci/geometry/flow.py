@@ -163,11 +163,10 @@ def _ricci_flow(
         next_label = torch.cat([lab[1:], last[-1:].expand(1, n)]).flatten()
         prev_label = torch.cat([last[:1].expand(1, n), lab[:-1]]).flatten()
         masks = [next_label, prev_label]
+    # Hop distances are symmetric: one query per edge, credited to both of its ends below.
     early = edge_layer < num_layers - 1
     qa, qb = a[early], b[early]
-    q_row = torch.cat([qa + n, qb + n])
-    q_target = torch.cat([qb, qa]) % n
-    queries = torch.stack([q_row, q_target])
+    queries = torch.stack([qa + n, qb % n])
     bfs = multi_source_bfs(ptr, col, num_layers, n, masks=masks, queries=queries, memory_budget=memory_budget)
     dist_sum = bfs.dist_sum.view(num_layers, n)
     if masks is None:
@@ -210,11 +209,13 @@ def _ricci_flow(
     coefficient_connected = float(pearson(curv_x, eta_c_y, connected_mask))
 
     # 8. Local and layer coefficients (Hehl et al.) over transitions t = 0..L-2.
-    reach = bfs.query_dist >= 0
+    q_row = torch.cat([qa, qb])  # both ends of every queried edge, in layer t
+    query_dist = bfs.query_dist.repeat(2)
+    reach = query_dist >= 0
     qsum = torch.zeros(rows, dtype=torch.float64, device=device)
-    qsum.index_add_(0, q_row - n, torch.where(reach, bfs.query_dist, 0).double())
+    qsum.index_add_(0, q_row, torch.where(reach, query_dist, 0).double())
     unreachable = torch.zeros(rows, dtype=torch.long, device=device)
-    unreachable.index_add_(0, q_row - n, (~reach).long())
+    unreachable.index_add_(0, q_row, (~reach).long())
     deg_t = degree.view(num_layers, n)[:-1].double()
     local_eta = (qsum.view(num_layers, n)[:-1] - deg_t) / deg_t  # [L-1, N]
     valid = unreachable.view(num_layers, n)[:-1] == 0

@@ -170,11 +170,11 @@ def multi_source_bfs(
             q_idx = ((queries[1] >= s0) & (queries[1] < s0 + num_src)).nonzero().squeeze(1)
             q_row = rank[queries[0, q_idx]]
             q_off = queries[1, q_idx] - s0
-            q_word, q_bit = q_off // 64, q_off % 64
+            flat, q_bit = q_row * words + q_off // 64, q_off % 64  # word of each query in a [R, W] array
             dist = torch.zeros_like(q_row)
             for p, plane in enumerate(planes):
-                dist |= ((plane[q_row, q_word] >> q_bit) & 1) << p
-            reached = ((unvisited[q_row, q_word] >> q_bit) & 1) == 0
+                dist |= ((plane.view(-1).index_select(0, flat) >> q_bit) & 1) << p
+            reached = ((unvisited.view(-1).index_select(0, flat) >> q_bit) & 1) == 0
             query_dist[q_idx] = torch.where(reached, dist, torch.full_like(dist, -1))
 
     return _BfsResult(dist_sum[rank], [t[rank] for t in masked_sums], query_dist)
