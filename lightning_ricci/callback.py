@@ -675,8 +675,10 @@ class RicciFlowMonitor(Callback):
                     if local.numel():
                         experiment.add_histogram(self._key("local"), local.detach().float().cpu(), step)
         if self.log_figures:
-            # `history` does not hold this measurement yet: its length is the measurement's index.
-            if len(self.history) % self.log_figures == 0:
+            # `history` does not hold this measurement yet: its length is the measurement's index. Outside
+            # fit (trainer.validate) every measurement is the last one, so it always gets its figure.
+            fitting = trainer.state.fn == TrainerFn.FITTING
+            if not fitting or len(self.history) % self.log_figures == 0:
                 self._log_figure(trainer, result, step)
             else:
                 self._unplotted_step = step

@@ -190,6 +190,20 @@ def test_figure_schedule_and_last_measurement(tmp_path: Path, log_figures: bool 
     assert [e.step for e in events.Histograms("ricci/edge_curvature/input")] == steps
 
 
+def test_validate_always_writes_its_figure(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    monitor = RicciFlowMonitor(log_figures=10)
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer = make_trainer(tmp_path, [monitor], logger=logger, max_epochs=3)
+    model = TinyNet()
+    trainer.fit(model)
+    trainer.validate(model, verbose=False)
+    assert len(monitor.history) == 4
+    events = read_events(logger.log_dir)
+    # fit: the first measurement and, at the end of training, the last; then the validate run's own
+    assert len(events.Images("ricci/flow")) == 3
+
+
 @pytest.mark.parametrize(("convention", "k"), [("hehl", 7), ("baptista", 12)])
 def test_logged_coefficient_equals_ricci_flow_on_same_activations(
     tmp_path: Path, convention: str, k: int
