@@ -187,7 +187,7 @@ class RicciFlowMonitor(Callback):
 
     Cost: one forward pass over the probe per measurement (in chunks of ``batch_size``) and one
     ``ricci_flow`` call on the model's device (about 0.16 s on a 2-core CPU for N = 1000, six layers,
-    k = 50; peak extra memory about 40 MB).
+    k = 50; peak extra memory about 75 MB).
     The captured activations stay on that device: about N x (sum of D_l) x 4 bytes, which for conv
     feature maps can be large; lower ``num_samples`` or choose fewer ``layers`` then.
 
