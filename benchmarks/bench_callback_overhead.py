@@ -16,7 +16,6 @@ by one evaluation; CPU: growth of the peak RSS).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import pathlib
 import statistics
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _memory import cpu_peak_growth  # benchmarks/_memory.py
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
@@ -85,32 +85,6 @@ def _timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def _cpu_peak_growth(fn: Callable[[], None]) -> float | None:
-    """MB by which ``fn`` raises the process's peak resident set above the current one (Linux only).
-
-    Memory that the allocator kept from earlier calls is handed back first (glibc ``malloc_trim``), so
-    what ``fn`` allocates has to be faulted in again and shows in the peak.
-    """
-
-    def status(key: str) -> float:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith(key))
-        return int(line.split()[1]) / 1024
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the figure may then undercount memory reused from earlier calls
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (the peak) to the current resident set
-        before = status("VmRSS")
-        fn()
-        return status("VmHWM") - before
-    except OSError:
-        return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=1000, help="training points per epoch")
@@ -153,7 +127,7 @@ def main() -> None:
         peak: float | None = (torch.cuda.max_memory_allocated() - base) / 2**20
         where = "peak GPU memory it allocates"
     else:
-        growths = [_cpu_peak_growth(evaluate) for _ in range(3)]
+        growths = [cpu_peak_growth(evaluate) for _ in range(3)]
         peak = None if None in growths else statistics.median(g for g in growths if g is not None)
         where = "peak resident memory it adds (Linux VmHWM, median of 3 after a warm-up evaluation)"
     held = sum(a.numel() * a.element_size() for a in acts) / 2**20

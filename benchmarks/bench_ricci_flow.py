@@ -30,6 +30,7 @@ import torch
 
 from lightning_ricci import ricci_flow
 from lightning_ricci.geometry.geodesics import multi_source_bfs
+from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET
 
 
 def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
@@ -218,6 +219,28 @@ def profile_flow(n: int, depth: int, width: int, device: str) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
 
 
+def cpu_memory_at_gpu_budget(n: int, depth: int, width: int) -> None:
+    """Time and peak extra memory on the CPU with the CUDA default budget: a proxy for GPU memory."""
+    from _memory import cpu_peak_growth  # benchmarks/_memory.py
+
+    layers = mlp_activations(n, [width] * depth)
+    held = sum(t.numel() * t.element_size() for t in layers) / 2**30
+    budget = DEFAULT_MEMORY_BUDGET["cuda"]
+    out: list[Any] = []
+
+    def call() -> None:
+        out.append(ricci_flow(layers, 10, memory_budget=budget))
+
+    start = time.perf_counter()
+    peak = cpu_peak_growth(call)
+    seconds = time.perf_counter() - start
+    print(f"\n## Memory at the CUDA default budget ({budget / 2**30:.0f} GiB), on the CPU: n={n}, 784 + {depth}x{width}, k=10")
+    print(row(["n", "seconds", "activations GiB", "peak extra GiB", "coefficient"]))
+    print(row(["---"] * 5))
+    shown = "n/a" if peak is None else f"{peak / 1024:.2f}"
+    print(row([str(n), f"{seconds:.1f}", f"{held:.2f}", shown, f"{out[0].coefficient:.6f}"]))
+
+
 def _rss_mb() -> float:
     import resource
 
@@ -230,8 +253,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU tables (for a CUDA machine)")
     parser.add_argument("--profile", action="store_true", help="also print a profile of one n=5000 call")
+    parser.add_argument(
+        "--cpu-memory",
+        type=int,
+        metavar="N",
+        help="only: time and peak memory of one n=N call (784 + 7x512) on the CPU with the CUDA memory budget",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.cpu_memory:
+        cpu_memory_at_gpu_budget(args.cpu_memory, 7, 512)
+        return
     if args.quick:
         cpu_versus_reference([(500, 5, 64)], args.repeats)
         scaling("cpu", [500, 1000], 5, 128, 5.0)
