@@ -87,6 +87,22 @@ def test_components_match_scipy() -> None:
         assert len(set(ref[(labels == lab).numpy()])) == 1
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_components_of_long_paths_and_cycles_are_labelled_by_their_smallest_node(seed: int) -> None:
+    """Long diameters (label propagation needs one round per hop there) and shuffled node ids."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 3000
+    perm = torch.randperm(n, generator=gen)
+    pieces = [perm[:1500], perm[1500:2600], perm[2600:2990]]  # two paths and a cycle; 10 isolated nodes
+    e = torch.cat([torch.stack([p[:-1], p[1:]]) for p in pieces] + [pieces[2][[0, -1]].unsqueeze(1)], 1)
+    both = torch.cat([e, e.flip(0)], 1)
+    labels = connected_components(both[0], both[1], n)
+    num, ref = csgraph.connected_components(_scipy_adj(e, n), directed=False)
+    ref = torch.from_numpy(ref)
+    expected = torch.full((num,), n).scatter_reduce(0, ref, torch.arange(n), reduce="amin")[ref]
+    assert num == 13 and torch.equal(labels, expected)
+
+
 def _scipy_adj(e: torch.Tensor, n: int) -> object:
     return sparse.coo_matrix((np.ones(e.shape[1]), (e[0].numpy(), e[1].numpy())), shape=(n, n)).tocsr()
 

@@ -44,15 +44,23 @@ def csr(row: Tensor, col: Tensor, num_rows: int) -> tuple[Tensor, Tensor]:
 
 
 def connected_components(row: Tensor, col: Tensor, num_nodes: int) -> Tensor:
-    """[num_nodes] label of each node's component (its smallest node index); edges both ways."""
-    label = torch.arange(num_nodes, device=row.device)
+    """[num_nodes] label of each node's component (its smallest node index); edges both ways.
+
+    FastSV (Zhang, Azad and Hu, 2020): every round hooks each tree onto the smallest grandparent label
+    seen across its edges (through the parent and directly) and halves the trees' depth, so the number
+    of rounds grows with the logarithm of the diameter, not with the diameter (a path of 20,000 nodes
+    takes 12 rounds).
+    """
+    parent = torch.arange(num_nodes, device=row.device)
     while True:
-        new = label.scatter_reduce(0, row, label[col], reduce="amin")
+        grand = parent[parent]
+        seen = grand.scatter_reduce(0, row, grand[col], reduce="amin")  # own and neighbours' grandparents
+        new = parent.scatter_reduce(0, parent, seen, reduce="amin")  # hook the parent (stochastic hooking)
+        new = torch.minimum(torch.minimum(new, seen), grand)  # hook the node itself; shortcut
         new = new[new]
-        new = new[new]
-        if torch.equal(new, label):
-            return label
-        label = new
+        if torch.equal(new, parent):
+            return parent  # a star per component, rooted at its smallest node
+        parent = new
 
 
 def multi_source_bfs(
