@@ -168,25 +168,7 @@ def test_one_level_matches_torch() -> None:
     nxt = torch.full_like(frontier, 12345)
     flag = torch.full((1,), 2, dtype=torch.int32)
     table = torch.tensor([p.data_ptr() for p in planes])
-    block_w, num_warps = _triton.launch_config(words)
-    grid = (-(-rows // _triton.ROWS),)
-    _triton._kernel()[grid](
-        ptr,
-        col,
-        frontier,
-        nxt,
-        unvisited,
-        table,
-        flag,
-        level,
-        len(planes),
-        rows,
-        words,
-        1,
-        ROWS=_triton.ROWS,
-        BLOCK_W=block_w,
-        num_warps=num_warps,
-    )
+    _triton.launch_level(ptr, col, frontier, nxt, unvisited, table, flag, level, len(planes))
     assert torch.equal(nxt, expected_nxt)
     assert torch.equal(unvisited, expected_unvisited)
     for got, want in zip(planes, expected_planes):

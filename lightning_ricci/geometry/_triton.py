@@ -186,6 +186,53 @@ def _kernel() -> Any:
     return bfs_level
 
 
+def launch_level(
+    ptr: Tensor,
+    col: Tensor,
+    frontier: Tensor,
+    nxt: Tensor,
+    unvisited: Tensor,
+    plane_table: Tensor,
+    flag: Tensor,
+    level: int,
+    num_planes: int,
+) -> None:
+    """One BFS level in one launch: writes ``nxt``, updates ``unvisited``, the planes and ``flag``.
+
+    Args:
+        ptr (Tensor): [R + 1] long CSR pointer.
+        col (Tensor): [E] long neighbour rows (at least one entry).
+        frontier (Tensor): [R, W] int64 pairs reached at the previous level (read only).
+        nxt (Tensor): [R, W] int64 output: pairs reached at this level.
+        unvisited (Tensor): [R, W] int64 pairs not reached yet; updated in place.
+        plane_table (Tensor): [num_planes] long addresses of the [R, W] int64 planes.
+        flag (Tensor): [1] int32, raised to ``level`` if this level reached a pair.
+        level (int): the level number (its binary digits pick the planes).
+        num_planes (int): entries of ``plane_table``.
+    """
+    rows, words = frontier.shape
+    block_w, num_warps = launch_config(words)
+    blocks_per_row = -(-words // block_w)
+    grid = (-(-rows // ROWS) * blocks_per_row,)
+    _kernel()[grid](
+        ptr,
+        col,
+        frontier,
+        nxt,
+        unvisited,
+        plane_table,
+        flag,
+        level,
+        num_planes,
+        rows,
+        words,
+        blocks_per_row,
+        ROWS=ROWS,
+        BLOCK_W=block_w,
+        num_warps=num_warps,
+    )
+
+
 def run_levels(
     ptr: Tensor, col: Tensor, frontier: Tensor, unvisited: Tensor, *, max_level: int, check_every: int
 ) -> list[Tensor]:
@@ -204,14 +251,9 @@ def run_levels(
     """
     if not all(t.is_contiguous() for t in (ptr, col, frontier, unvisited)):
         raise ValueError("run_levels needs contiguous tensors")
-    kernel = _kernel()
     device = frontier.device
     if col.numel() == 0:
         col = col.new_zeros(1)  # never read; keeps a null pointer out of the launch
-    rows, words = frontier.shape
-    block_w, num_warps = launch_config(words)
-    blocks_per_row = -(-words // block_w)
-    grid = (-(-rows // ROWS) * blocks_per_row,)
     flag = torch.zeros(1, dtype=torch.int32, device=device)
     nxt = torch.empty_like(frontier)
     planes: list[Tensor] = []
@@ -226,23 +268,7 @@ def run_levels(
                 while level >= 1 << len(planes):
                     planes.append(torch.zeros_like(frontier))
                 table = torch.tensor([p.data_ptr() for p in planes], dtype=torch.long, device=device)
-            kernel[grid](
-                ptr,
-                col,
-                frontier,
-                nxt,
-                unvisited,
-                table,
-                flag,
-                level,
-                len(planes),
-                rows,
-                words,
-                blocks_per_row,
-                ROWS=ROWS,
-                BLOCK_W=block_w,
-                num_warps=num_warps,
-            )
+            launch_level(ptr, col, frontier, nxt, unvisited, table, flag, level, len(planes))
             # Past max_level every level is empty, so the flag check below always ends the loop.
             if level % check_every == 0 or level > max_level:
                 last = int(flag.item())
