@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_ricci.analysis import AnalysisResult, analyze, critical_depth
 from lightning_ricci.geometry import (
     RicciFlowResult,
+    RicciFlowScan,
     approx_ollivier_curvature,
     augmented_forman_curvature,
     forman_curvature,
@@ -32,6 +33,7 @@ __all__ = [
     "AnalysisResult",
     "RicciFlowMonitor",
     "RicciFlowResult",
+    "RicciFlowScan",
     "__version__",
     "analyze",
     "approx_ollivier_curvature",

@@ -8,7 +8,9 @@ import torch
 from lightning_ricci import RicciFlowResult, ricci_flow
 
 
-def _mlp_layers(n: int = 150, dim: int = 6, width: int = 24, depth: int = 4, seed: int = 0) -> list[torch.Tensor]:
+def _mlp_layers(
+    n: int = 150, dim: int = 6, width: int = 24, depth: int = 4, seed: int = 0
+) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(n, dim, generator=gen)
     layers = [h]
@@ -25,11 +27,13 @@ def test_shapes_dtypes_and_device(device: torch.device, convention: str, curvatu
     result = ricci_flow(layers, 8, convention=convention, curvature=curvature)  # type: ignore[arg-type]
     assert isinstance(result, RicciFlowResult)
     num_layers, n = len(layers), layers[0].shape[0]
-    assert result.curvature.shape == (num_layers,) and result.curvature.dtype == torch.float64
-    assert result.eta.shape == result.eta_connected.shape == result.layer.shape == (num_layers - 1,)
+    assert result.total_curvature.shape == (num_layers,) and result.total_curvature.dtype == torch.float64
+    assert (
+        result.eta.shape == result.eta_connected.shape == result.layer_coefficient.shape == (num_layers - 1,)
+    )
     assert result.local.shape == (n,) and result.node_curvature.shape == (num_layers, n)
     assert result.geodesic_sum.shape == result.num_components.shape == (num_layers,)
-    for t in (result.curvature, result.eta, result.local, result.layer, *result.edge_index):
+    for t in (result.total_curvature, result.eta, result.local, result.layer_coefficient, *result.edge_index):
         assert t.device.type == device.type
     assert len(result.edge_index) == len(result.edge_curvature) == num_layers
     for ei, kappa in zip(result.edge_index, result.edge_curvature):
@@ -49,7 +53,7 @@ def test_float64_and_float32_agree_on_well_separated_data() -> None:
     layers64 = [x.double() for x in _mlp_layers()]
     r32 = ricci_flow([x.float() for x in layers64], 8)
     r64 = ricci_flow(layers64, 8)
-    assert torch.equal(r32.curvature, r64.curvature)
+    assert torch.equal(r32.total_curvature, r64.total_curvature)
     assert torch.equal(r32.eta, r64.eta)
 
 
@@ -59,13 +63,13 @@ def test_forman_totals_by_hand_on_a_line() -> None:
     result = ricci_flow([line, line, line], 1)
     # in+out degrees: 2, 4, 3, 2, 1; sum over directed edges of 4 - D(i) - D(j).
     expected = (4 - 2 - 4) + (4 - 4 - 2) + (4 - 4 - 3) + (4 - 3 - 4) + (4 - 2 - 3) + (4 - 1 - 2)
-    assert result.curvature.tolist() == [float(expected)] * 3
+    assert result.total_curvature.tolist() == [float(expected)] * 3
     # Union graph is the path 0-1-2-3-4: sum over unordered pairs of |i - j| = 20.
     assert result.geodesic_sum.tolist() == [20.0] * 3
     assert result.eta.tolist() == [0.0, 0.0]
     hehl = ricci_flow([line, line, line], 1, convention="hehl")
     # Exactly one neighbour (lowest index on ties): 0->1, 1->0, 2->1, 3->2, 4->3; union is the path.
-    assert hehl.curvature.tolist() == [float(4 - 1 - 2 + 4 - 2 - 2 + 4 - 2 - 2 + 4 - 2 - 1)] * 3
+    assert hehl.total_curvature.tolist() == [float(4 - 1 - 2 + 4 - 2 - 2 + 4 - 2 - 2 + 4 - 2 - 1)] * 3
 
 
 def test_constant_layer_is_excluded_but_connected_coefficient_finite() -> None:
@@ -105,8 +109,18 @@ def test_too_few_pairs_gives_nan() -> None:
     [
         ("tensor", 3, TypeError, r"`layers` must be a sequence of tensors"),
         ("two", 3, ValueError, r"`layers` must hold at least 3 layers .* \(got 2\)"),
-        ("mismatch", 3, ValueError, r"`layers\[2\]` must have the same number of points as `layers\[0\]` \(20\) \(got 19\)"),
-        ("rank", 3, ValueError, r"`layers\[1\]` must have shape \[N, \.\.\.\] with at least 2 dimensions \(got shape \(20,\)\)"),
+        (
+            "mismatch",
+            3,
+            ValueError,
+            r"`layers\[2\]` must have the same number of points as `layers\[0\]` \(20\) \(got 19\)",
+        ),
+        (
+            "rank",
+            3,
+            ValueError,
+            r"`layers\[1\]` must have shape \[N, \.\.\.\] with at least 2 dimensions \(got shape \(20,\)\)",
+        ),
         ("int", 3, TypeError, r"`layers\[1\]` must be float32 or float64 \(got torch.int64\)"),
         ("bf16", 3, TypeError, r"`layers\[1\]` must be float32 or float64 \(got torch.bfloat16\)"),
         ("fp16", 3, TypeError, r"`layers\[1\]` must be float32 or float64 \(got torch.float16\)"),
@@ -155,7 +169,7 @@ def test_local_and_layer_coefficients_are_bounded() -> None:
     finite = result.local[~result.local.isnan()]
     assert finite.numel() > 0 and bool((finite.abs() <= 1).all())
     assert 0.0 <= result.local_negative_share <= 1.0
-    assert -1 <= result.critical_layer < result.layer.numel()
+    assert -1 <= result.critical_layer < result.layer_coefficient.numel()
 
 
 def test_small_memory_budget_gives_identical_results() -> None:
@@ -166,8 +180,17 @@ def test_small_memory_budget_gives_identical_results() -> None:
     for convention in ("baptista", "hehl"):
         big = ricci_flow(layers, 7, convention=convention)  # type: ignore[arg-type]
         small = ricci_flow(layers, 7, convention=convention, memory_budget=1 << 16)  # type: ignore[arg-type]
-        for field in ("curvature", "eta", "eta_connected", "geodesic_sum", "local", "layer"):
-            torch.testing.assert_close(getattr(small, field), getattr(big, field), equal_nan=True, rtol=0, atol=0)
+        for field in (
+            "total_curvature",
+            "eta",
+            "eta_connected",
+            "geodesic_sum",
+            "local",
+            "layer_coefficient",
+        ):
+            torch.testing.assert_close(
+                getattr(small, field), getattr(big, field), equal_nan=True, rtol=0, atol=0
+            )
         assert small.excluded == big.excluded
     with pytest.raises(ValueError, match=r"`memory_budget` must be >= 65536 \(got 10\)"):
         ricci_flow(layers, 7, memory_budget=10)
@@ -183,3 +206,31 @@ def test_connected_coefficient_finite_when_every_paper_eta_is_nan() -> None:
     assert math.isnan(result.coefficient)
     assert bool(torch.isfinite(result.eta_connected).all())
     assert math.isfinite(result.coefficient_connected)
+
+
+def test_deprecated_field_names_warn_and_alias_the_new_ones() -> None:
+    result = ricci_flow(_mlp_layers(), 8)
+    with pytest.warns(
+        DeprecationWarning, match=r"`RicciFlowResult.curvature` is deprecated: use `total_curvature`"
+    ):
+        old_curvature = result.curvature
+    assert old_curvature is result.total_curvature
+    with pytest.warns(
+        DeprecationWarning, match=r"`RicciFlowResult.layer` is deprecated: use `layer_coefficient`"
+    ):
+        old_layer = result.layer
+    assert old_layer is result.layer_coefficient
+    assert result.class_modularity is None and result.curvature_gap is None  # no labels given
+
+
+def test_convention_and_curvature_options_come_from_their_registries() -> None:
+    from typing import get_args
+
+    from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, Convention
+    from lightning_ricci.geometry.curvature import CURVATURES, EDGE_CURVATURES, EdgeCurvature
+
+    assert CONVENTIONS == get_args(Convention) == tuple(CONVENTION_SPECS)
+    assert EDGE_CURVATURES == get_args(EdgeCurvature) == tuple(CURVATURES)
+    layers = _mlp_layers(n=60)
+    for name in CONVENTIONS:  # every registered convention runs and reports its name
+        assert ricci_flow(layers, 4, convention=name).convention == name

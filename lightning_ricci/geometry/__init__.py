@@ -14,10 +14,11 @@ from lightning_ricci.geometry.flow import ricci_flow
 from lightning_ricci.geometry.geodesics import geodesic_distances, geodesic_sums
 from lightning_ricci.geometry.interop import to_pyg
 from lightning_ricci.geometry.knn import knn_graph
-from lightning_ricci.geometry.result import RicciFlowResult
+from lightning_ricci.geometry.result import RicciFlowResult, RicciFlowScan
 
 __all__ = [
     "RicciFlowResult",
+    "RicciFlowScan",
     "approx_ollivier_curvature",
     "augmented_forman_curvature",
     "forman_curvature",

@@ -16,7 +16,9 @@ return one value per given edge.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -26,7 +28,6 @@ from lightning_ricci.geometry._checks import check_choice, check_edge_index, che
 from lightning_ricci.geometry.geodesics import undirected_entries
 
 EdgeCurvature = Literal["forman", "augmented_forman", "approx_ollivier"]
-EDGE_CURVATURES = ("forman", "augmented_forman", "approx_ollivier")
 _TRIANGLE_CHUNK = 1 << 22  # words of one [edges, W] AND block
 
 
@@ -39,22 +40,61 @@ def triangle_counts(a: Tensor, b: Tensor, row: Tensor, col: Tensor, num_nodes: i
     return torch.cat(out) if out else a.new_zeros(0)
 
 
-def edge_curvature(kind: str, deg_a: Tensor, deg_b: Tensor, triangles: Tensor | None) -> Tensor:
-    """[E] float64 curvature of edges with end-point degrees ``deg_a``, ``deg_b`` and ``triangles``."""
-    da, db = deg_a.double(), deg_b.double()
-    if kind == "forman":
-        return 4.0 - da - db
-    assert triangles is not None
-    t = triangles.double()
-    if kind == "augmented_forman":
-        return 4.0 - da - db + 3.0 * t
+def _forman(da: Tensor, db: Tensor, t: Tensor | None) -> Tensor:
+    return 4.0 - da - db
+
+
+def _augmented_forman(da: Tensor, db: Tensor, t: Tensor | None) -> Tensor:
+    assert t is not None
+    return 4.0 - da - db + 3.0 * t
+
+
+def _approx_ollivier(da: Tensor, db: Tensor, t: Tensor | None) -> Tensor:
+    assert t is not None
     lo, hi = torch.minimum(da, db), torch.maximum(da, db)
     base = 1.0 - 1.0 / da - 1.0 / db
     kappa = t / hi - 0.5 * ((base - t / lo).clamp(min=0) + (base - t / hi).clamp(min=0))
     return kappa.float().double()
 
 
-def _curvature(kind: str, edge_index: Tensor, num_nodes: int) -> Tensor:
+@dataclass(frozen=True)
+class EdgeCurvatureSpec:
+    """One edge curvature: its formula on float64 degrees and triangle counts, and what it needs.
+
+    Attributes:
+        name (str): the option name (``curvature=`` of :func:`~lightning_ricci.ricci_flow`).
+        needs_triangles (bool): whether ``formula`` reads the triangle counts T(x, y).
+        formula (Callable): ``(d(x), d(y), T(x, y) or None) -> [E] float64``, all float64 [E].
+    """
+
+    name: EdgeCurvature
+    needs_triangles: bool
+    formula: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+#: The registry of edge curvatures, in the order of :data:`EDGE_CURVATURES`. Adding a curvature means
+#: adding its name to :data:`EdgeCurvature` and its spec here.
+CURVATURES: dict[EdgeCurvature, EdgeCurvatureSpec] = {
+    spec.name: spec
+    for spec in (
+        EdgeCurvatureSpec("forman", False, _forman),
+        EdgeCurvatureSpec("augmented_forman", True, _augmented_forman),
+        EdgeCurvatureSpec("approx_ollivier", True, _approx_ollivier),
+    )
+}
+#: The option names, derived from :data:`EdgeCurvature`.
+EDGE_CURVATURES: tuple[EdgeCurvature, ...] = get_args(EdgeCurvature)
+if tuple(CURVATURES) != EDGE_CURVATURES:  # pragma: no cover - a registry edit without the Literal
+    raise ImportError("`CURVATURES` and `EdgeCurvature` list different edge curvatures")
+
+
+def edge_curvature(kind: EdgeCurvature, deg_a: Tensor, deg_b: Tensor, triangles: Tensor | None) -> Tensor:
+    """[E] float64 curvature of edges with end-point degrees ``deg_a``, ``deg_b`` and ``triangles``."""
+    spec = CURVATURES[kind]
+    return spec.formula(deg_a.double(), deg_b.double(), None if triangles is None else triangles.double())
+
+
+def _curvature(kind: EdgeCurvature, edge_index: Tensor, num_nodes: int) -> Tensor:
     num_nodes = check_int("num_nodes", num_nodes, low=1)
     check_choice("kind", kind, EDGE_CURVATURES)
     a, b = check_edge_index(edge_index, num_nodes)
@@ -62,7 +102,7 @@ def _curvature(kind: str, edge_index: Tensor, num_nodes: int) -> Tensor:
         raise ValueError("`edge_index` must not contain self-loops")
     row, col = undirected_entries(edge_index, num_nodes)
     deg = torch.bincount(row, minlength=num_nodes)
-    tri = triangle_counts(a, b, row, col, num_nodes) if kind != "forman" else None
+    tri = triangle_counts(a, b, row, col, num_nodes) if CURVATURES[kind].needs_triangles else None
     return edge_curvature(kind, deg[a], deg[b], tri)
 
 

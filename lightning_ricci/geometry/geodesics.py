@@ -74,6 +74,7 @@ def multi_source_bfs(
     block_words: int | None = None,
     memory_budget: int | None = None,
     level_kernel: str = "auto",
+    sources: tuple[int, int] | None = None,
 ) -> _BfsResult:
     """All-sources BFS on ``num_graphs`` graphs over the same ``num_nodes`` nodes.
 
@@ -99,6 +100,9 @@ def multi_source_bfs(
             or ``"auto"`` (Triton on CUDA when it can be imported, else torch; if the kernel fails to
             build or launch, a warning is issued once and torch is used for the rest of the process).
             The results do not depend on it. Default: ``"auto"``.
+        sources (tuple[int, int], optional): run only the sources ``start <= s < stop`` (one rank's share):
+            the sums then cover those sources only, and the queries whose target is outside stay -1.
+            Default: every node.
 
     Returns:
         _BfsResult: per-row distance sums and masked sums (original row order) and query distances.
@@ -124,7 +128,8 @@ def multi_source_bfs(
     new_col = rank[col[ptr[:-1][order][seg] + within]]
     plan: NeighbourOr | None = None  # built on first use: the fused kernel reads the CSR directly
 
-    total_words = (num_nodes + 63) // 64
+    first, stop = (0, num_nodes) if sources is None else sources
+    total_words = max(1, (stop - first + 63) // 64)
     if block_words is None:
         budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type, DEFAULT_MEMORY_BUDGET["cuda"])
         block_words = max(1, budget // (8 * rows * (12 + len(masks))))
@@ -138,12 +143,14 @@ def multi_source_bfs(
     num_q = 0 if queries is None else queries.shape[1]
     query_dist = torch.full((num_q,), -1, dtype=torch.long, device=device)
 
-    for s0 in range(0, num_nodes, 64 * block_words):
-        num_src = min(64 * block_words, num_nodes - s0)
+    for s0 in range(first, stop, 64 * block_words):
+        num_src = min(64 * block_words, stop - s0)
         words = (num_src + 63) // 64
         src_local = torch.arange(num_src, device=device)
         src_pos = src_local.repeat(num_graphs)
-        start_rows = rank[(torch.arange(num_graphs, device=device).unsqueeze(1) * num_nodes + s0 + src_local).flatten()]
+        start_rows = rank[
+            (torch.arange(num_graphs, device=device).unsqueeze(1) * num_nodes + s0 + src_local).flatten()
+        ]
         planes: list[Tensor] | None = None
         if fused:
             frontier, unvisited = _first_level(start_rows, src_pos, rows, words, num_src)
@@ -201,7 +208,9 @@ def _fused_agrees_once(device: torch.device) -> bool:
     gen = torch.Generator().manual_seed(0)
     n = 150
     edges = [torch.randint(0, 120, (2, 300), generator=gen), torch.randint(0, 140, (2, 200), generator=gen)]
-    edges[1] = torch.cat([edges[1], torch.stack([torch.zeros(60, dtype=torch.long), torch.arange(60, 120)])], 1)
+    edges[1] = torch.cat(
+        [edges[1], torch.stack([torch.zeros(60, dtype=torch.long), torch.arange(60, 120)])], 1
+    )
     rows, cols = [], []
     for b, e in enumerate(edges):
         r, c = undirected_entries(e, n)
