@@ -11,6 +11,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,18 +26,66 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` as an ``int`` after checking its type and bounds (``low <= value < high``)."""
-    if isinstance(value, (bool, float)) or (isinstance(value, Tensor) and value.is_floating_point()):
-        raise TypeError(f"`{name}` must be an int (got {type(value).__name__})")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"`{name}` must be an int (got {type(value).__name__})") from None
+    """Return ``value`` as an ``int`` after checking its type and bounds (``low <= value < high``).
+
+    Accepted: Python and NumPy integers and 0-d integer tensors or arrays. Refused with ``TypeError``:
+    ``bool`` (Python, NumPy or a 0-d bool tensor), floats, and tensors or arrays with dimensions.
+    """
+    kind = _int_kind(value)
+    if kind is not None:
+        raise TypeError(f"`{name}` must be an int (got {kind})")
+    value = operator.index(value)
+    if low is not None and high is not None and high <= low:
+        raise ValueError(f"`{name}` has no valid value: it must be >= {low} and < {high} (got {value})")
     if low is not None and value < low:
         raise ValueError(f"`{name}` must be >= {low} (got {value})")
     if high is not None and value >= high:
         raise ValueError(f"`{name}` must be < {high} (got {value})")
     return int(value)
+
+
+def _int_kind(value: Any) -> str | None:
+    """``None`` if ``value`` is an integer scalar, else what it is, for the error message."""
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.ndim != 0:
+            return f"{type(value).__name__} of shape {tuple(value.shape)}"
+        if isinstance(value, Tensor):
+            ok = not (value.is_floating_point() or value.is_complex() or dtype == torch.bool)
+        else:
+            ok = np.issubdtype(value.dtype, np.integer)
+        return None if ok else f"0-d {type(value).__name__} of dtype {dtype}"
+    if isinstance(value, (bool, np.bool_)):
+        return f"bool {value}"
+    if isinstance(value, (int, np.integer)):
+        return None
+    try:
+        operator.index(value)
+    except TypeError:
+        return type(value).__name__
+    return None
+
+
+def check_labels(labels: Any, n: int, device: torch.device) -> Tensor:
+    """Check [N] integer class ids on ``device`` (non-negative, any number of classes) and return them."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            "`labels` must be a torch.Tensor of [N] integer class ids, e.g. `torch.as_tensor(y)` "
+            f"(got {type(labels).__name__})"
+        )
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(
+            f"`labels` must hold integer class ids (got dtype {labels.dtype}); cast it first, e.g. `labels.long()`"
+        )
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"`labels` must have shape [N] = [{n}], one class per point (got shape {tuple(labels.shape)})"
+        )
+    if labels.device != device:
+        raise ValueError(f"`labels` must be on the device of `layers` ({device}) (got {labels.device})")
+    if labels.numel() and bool((labels < 0).any()):
+        raise ValueError(f"`labels` must be non-negative class ids (got {int(labels.min())})")
+    return labels.long()
 
 
 def check_features(name: str, x: Any, *, allow_1d: bool = False, finite: bool = True) -> Tensor:
@@ -53,7 +102,9 @@ def check_features(name: str, x: Any, *, allow_1d: bool = False, finite: bool = 
     if x.dim() == 1 and allow_1d:
         x = x.unsqueeze(1)
     if x.dim() < 2:
-        raise ValueError(f"`{name}` must have shape [N, ...] with at least 2 dimensions (got shape {tuple(x.shape)})")
+        raise ValueError(
+            f"`{name}` must have shape [N, ...] with at least 2 dimensions (got shape {tuple(x.shape)})"
+        )
     if x.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"`{name}` must be float32 or float64 (got {x.dtype}); "
@@ -78,18 +129,26 @@ def check_finite(name: str, x: Tensor) -> None:
 def check_layers(layers: Any) -> list[Tensor]:
     """Check a sequence of per-layer features and return them flattened to [N, D_l]."""
     if isinstance(layers, Tensor) or not isinstance(layers, Sequence):
-        raise TypeError(f"`layers` must be a sequence of tensors, one per layer (got {type(layers).__name__})")
+        raise TypeError(
+            f"`layers` must be a sequence of tensors, one per layer (got {type(layers).__name__})"
+        )
     if len(layers) < 3:
         raise ValueError(f"`layers` must hold at least 3 layers (the input and two more) (got {len(layers)})")
     flat = [check_features(f"layers[{i}]", x, finite=False) for i, x in enumerate(layers)]
     n, device = flat[0].shape[0], flat[0].device
+    if n < 2:
+        raise ValueError(
+            f"`layers` must hold at least 2 points (N >= 2) so that every point has a neighbour (got N = {n})"
+        )
     for i, x in enumerate(flat[1:], start=1):
         if x.shape[0] != n:
             raise ValueError(
                 f"`layers[{i}]` must have the same number of points as `layers[0]` ({n}) (got {x.shape[0]})"
             )
         if x.device != device:
-            raise ValueError(f"`layers[{i}]` must be on the same device as `layers[0]` ({device}) (got {x.device})")
+            raise ValueError(
+                f"`layers[{i}]` must be on the same device as `layers[0]` ({device}) (got {x.device})"
+            )
     for i, x in enumerate(flat):
         check_finite(f"layers[{i}]", x)
     return flat
