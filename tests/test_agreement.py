@@ -81,7 +81,7 @@ def assert_matches_reference(res, exp: dict, k: int, convention: str, kind: str)
 
     # integer-valued totals: exact, including +-inf / nan positions
     for name, length in (
-        ("curvature", n_layers),
+        ("total_curvature", n_layers),
         ("eta", n_layers - 1),
         ("eta_connected", n_layers - 1),
         ("geodesic_sum", n_layers),
@@ -89,7 +89,7 @@ def assert_matches_reference(res, exp: dict, k: int, convention: str, kind: str)
         got = _np(getattr(res, name))
         assert got.dtype == np.float64, f"{name}: dtype {got.dtype}"
         assert got.shape == (length,), f"{name}: shape {got.shape}"
-        np.testing.assert_array_equal(got, exp[name], err_msg=name)
+        np.testing.assert_array_equal(got, exp[name.removeprefix("total_")], err_msg=name)
     assert np.isfinite(_np(res.eta_connected)).all()
     np.testing.assert_array_equal(
         _np(res.num_components).astype(np.int64), exp["num_components"], err_msg="num_components"
@@ -103,7 +103,7 @@ def assert_matches_reference(res, exp: dict, k: int, convention: str, kind: str)
     local = _np(res.local)
     assert local.dtype == np.float64
     _assert_same_nan_close(local, exp["local"], "local", **corr_tol)
-    _assert_same_nan_close(_np(res.layer), exp["layer"], "layer", **corr_tol)
+    _assert_same_nan_close(_np(res.layer_coefficient), exp["layer"], "layer_coefficient", **corr_tol)
 
     # edges and edge curvature (compared as sets keyed by i * N + j, i < j)
     assert len(res.edge_index) == n_layers and len(res.edge_curvature) == n_layers
