@@ -390,3 +390,56 @@ def test_few_layers_and_image_shaped_layers(num_layers, convention):
     assert exp["curvature"].shape == (num_layers,)
     if convention == "baptista" and num_layers < 4:  # fewer than two hidden-layer pairs
         assert math.isnan(exp["coefficient"])
+
+
+# ---- class structure of the union graphs (labels=) ------------------------------------------------
+def _reference_class_structure(sym_adj: np.ndarray, kappa: np.ndarray, labels: np.ndarray) -> list[float]:
+    """networkx's modularity (and, for two classes, its normalised cut) and Hehl et al.'s curvature gap."""
+    nx = pytest.importorskip("networkx")
+    graph = nx.from_numpy_array(sym_adj)
+    classes = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
+    modularity = nx.community.modularity(graph, classes)
+    if len(classes) == 2:
+        ncut = 0.5 * nx.normalized_cut_size(graph, classes[0], classes[1])
+    else:  # 1/2 sum_c cut(S_c, V - S_c) / vol(S_c)
+        ncut = 0.5 * sum(nx.cut_size(graph, s) / nx.volume(graph, s) for s in classes)
+    i, j = np.nonzero(np.triu(sym_adj, 1))  # every edge once, i < j
+    same = labels[i] == labels[j]
+    mixing = float(np.mean(~same))
+    within, between = kappa[i, j][same], kappa[i, j][~same]  # as community_structure.py: np.mean, np.std
+    gap = (np.mean(within) - np.mean(between)) / np.sqrt(0.5 * (np.std(within) ** 2 + np.std(between) ** 2))
+    return [modularity, ncut, mixing, float(gap)]
+
+
+@pytest.mark.parametrize(
+    ("convention", "kind", "num_classes"),
+    [("baptista", "forman", 2), ("hehl", "approx_ollivier", 2), ("baptista", "augmented_forman", 3)],
+)
+def test_class_structure_matches_networkx_and_hehl(convention, kind, num_classes):
+    layers = mlp_layers(150, 8, seed=40 + num_classes)
+    if convention == "baptista":  # dead-ReLU duplicates: ties kept (sklearn's tie order is not ours)
+        layers[2] = layers[2].copy()
+        layers[2][:30] = 0.0
+    rng = np.random.default_rng(41)
+    labels = (layers[0][:, 0] > 0).astype(np.int64) if num_classes == 2 else rng.integers(0, 3, 150) * 5
+    base = ref.reference_global(layers, 6, convention)
+    exp = ref.reference_local(base, kind)
+    kappas = [ref.edge_curvature_matrix(u, kind) for u in base["union"]]
+    res = ricci_flow(
+        [torch.as_tensor(x) for x in layers],
+        6,
+        convention=convention,
+        curvature=kind,
+        labels=torch.as_tensor(labels),
+    )
+    assert_matches_reference(res, {**base, **exp}, 6, convention, kind)
+    got = np.stack(
+        [
+            _np(getattr(res, f))
+            for f in ("class_modularity", "class_normalized_cut", "class_mixing", "curvature_gap")
+        ]
+    )
+    want = np.array([_reference_class_structure(u, kp, labels) for u, kp in zip(base["union"], kappas)]).T
+    assert got.dtype == np.float64 and got.shape == (4, len(layers))
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-9 if kind != "approx_ollivier" else 1e-5, atol=1e-9)

@@ -234,3 +234,51 @@ def test_convention_and_curvature_options_come_from_their_registries() -> None:
     layers = _mlp_layers(n=60)
     for name in CONVENTIONS:  # every registered convention runs and reports its name
         assert ricci_flow(layers, 4, convention=name).convention == name
+
+
+@pytest.mark.parametrize(
+    ("labels", "error", "match"),
+    [
+        ([0, 1] * 30, TypeError, r"`labels` must be a torch.Tensor .* \(got list\)"),
+        (torch.zeros(60), TypeError, r"`labels` must hold integer class ids \(got dtype torch.float32\)"),
+        (
+            torch.zeros(60, dtype=torch.bool),
+            TypeError,
+            r"`labels` must hold integer class ids \(got dtype torch.bool\)",
+        ),
+        (
+            torch.zeros(59, dtype=torch.long),
+            ValueError,
+            r"`labels` must have shape \[N\] = \[60\].*\(got shape \(59,\)\)",
+        ),
+        (torch.zeros(60, 1, dtype=torch.long), ValueError, r"`labels` must have shape \[N\] = \[60\]"),
+        (torch.arange(60) - 1, ValueError, r"`labels` must be non-negative class ids \(got -1\)"),
+        (
+            torch.zeros(60, dtype=torch.long, device="meta"),
+            ValueError,
+            r"`labels` must be on the device of `layers`",
+        ),
+    ],
+)
+def test_bad_labels(labels: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ricci_flow(_mlp_layers(n=60), 4, labels=labels)  # type: ignore[arg-type]
+
+
+def test_labels_add_class_fields_and_change_nothing_else() -> None:
+    layers = _mlp_layers(n=120)
+    labels = (layers[0][:, 0] > 0).long() * 7  # any non-negative ids, not necessarily 0..C-1
+    plain, labelled = ricci_flow(layers, 6), ricci_flow(layers, 6, labels=labels)
+    for field in ("total_curvature", "eta", "local", "layer_coefficient", "node_curvature"):
+        torch.testing.assert_close(
+            getattr(labelled, field), getattr(plain, field), rtol=0, atol=0, equal_nan=True
+        )
+    # Mixing by hand on the result's own union edges: the share of edges whose ends differ in label.
+    for layer, edges in enumerate(labelled.edge_index):
+        mixing = (labels[edges[0]] != labels[edges[1]]).double().mean()
+        assert float(labelled.class_mixing[layer]) == pytest.approx(float(mixing), abs=1e-15)
+    # The input layer separates the classes along feature 0 better than chance; a constant labelling
+    # has no "between" edges, so the curvature gap is undefined there.
+    assert float(labelled.class_mixing[0]) < 0.5
+    single = ricci_flow(layers, 6, labels=torch.zeros(120, dtype=torch.long))
+    assert bool(torch.isnan(single.curvature_gap).all()) and bool((single.class_mixing == 0).all())

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_ricci.geometry import distributed, stages
+from lightning_ricci.geometry.community import class_structure_batched
 from lightning_ricci.geometry._checks import check_choice, check_int, check_labels, check_layers
 from lightning_ricci.geometry.coefficients import pearson
 from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, Convention, ConventionSpec
@@ -228,7 +229,7 @@ def _measure(
     )
     local, layer_coefficient = stages.local_coefficients(graphs, curv, geo)
     edge_index, edge_curv = stages.per_layer_edges(graphs, curv.kappa)
-    classes = _class_structure(edge_index, edge_curv, n, labels) if labels is not None else {}
+    classes = _class_structure(graphs, curv.kappa, labels) if labels is not None else {}
     return RicciFlowResult(
         coefficient=coefficient,
         coefficient_connected=coefficient_connected,
@@ -262,23 +263,10 @@ def _global_coefficients(
     return coefficient, float(pearson(curv_x, eta_c_y, connected_mask))
 
 
-def _class_structure(
-    edge_index: tuple[Tensor, ...], edge_curv: tuple[Tensor, ...], n: int, labels: Tensor
-) -> dict[str, Tensor]:
-    """The four class-structure fields, [L] float64 each, on every layer's union graph."""
-    from lightning_ricci.geometry.community import class_structure
-
-    per_layer = [class_structure(e, n, labels, c) for e, c in zip(edge_index, edge_curv)]
-    device = labels.device
-    return {
-        name: torch.tensor([float(getattr(s, attr)) for s in per_layer], dtype=torch.float64, device=device)
-        for name, attr in (
-            ("class_modularity", "modularity"),
-            ("class_normalized_cut", "normalized_cut"),
-            ("class_mixing", "mixing"),
-            ("curvature_gap", "curvature_gap"),
-        )
-    }
+def _class_structure(graphs: stages.LayerGraphs, kappa: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Stage 8: the four class-structure fields, [L] float64 each, on every layer's union graph."""
+    union = torch.stack([graphs.a, graphs.b])  # each undirected edge once, node (l, i) = l * N + i
+    return class_structure_batched(union, graphs.num_layers, graphs.n, labels, kappa)
 
 
 def _knn_graphs(
