@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -282,3 +283,40 @@ def test_labels_add_class_fields_and_change_nothing_else() -> None:
     assert float(labelled.class_mixing[0]) < 0.5
     single = ricci_flow(layers, 6, labels=torch.zeros(120, dtype=torch.long))
     assert bool(torch.isnan(single.curvature_gap).all()) and bool((single.class_mixing == 0).all())
+
+
+@pytest.mark.parametrize(
+    ("k", "match"),
+    [
+        (True, r"`k` must be an int \(got bool True\)"),
+        (np.bool_(True), r"`k` must be an int \(got bool True\)"),
+        (torch.tensor(True), r"`k` must be an int \(got 0-d Tensor of dtype torch.bool\)"),
+        (np.array(True), r"`k` must be an int \(got 0-d ndarray of dtype bool\)"),
+        (5.0, r"`k` must be an int \(got float\)"),
+        (np.float64(5.0), r"`k` must be an int \(got float64\)"),
+        (torch.tensor(5.0), r"`k` must be an int \(got 0-d Tensor of dtype torch.float32\)"),
+        (torch.tensor([[5]]), r"`k` must be an int \(got Tensor of shape \(1, 1\)\)"),
+        ("5", r"`k` must be an int \(got str\)"),
+    ],
+)
+def test_k_refuses_bools_floats_and_arrays(k: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        ricci_flow(_mlp_layers(n=40), k)  # type: ignore[call-overload]
+
+
+def test_k_accepts_python_numpy_and_0d_tensor_integers() -> None:
+    layers = _mlp_layers(n=60)
+    want = ricci_flow(layers, 5)
+    for k in (np.int64(5), np.int32(5), np.array(5), torch.tensor(5), torch.tensor(5, dtype=torch.uint8)):
+        got = ricci_flow(layers, k)  # type: ignore[call-overload]
+        assert got.k == 5 and type(got.k) is int
+        assert torch.equal(got.total_curvature, want.total_curvature)
+
+
+def test_a_single_point_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match=r"`layers` must hold at least 2 points \(N >= 2\) .*\(got N = 1\)"):
+        ricci_flow([torch.randn(1, 3)] * 3, 1)
+    from lightning_ricci.geometry._checks import check_int
+
+    with pytest.raises(ValueError, match=r"`k` has no valid value: it must be >= 1 and < 1 \(got 1\)"):
+        check_int("k", 1, low=1, high=1)

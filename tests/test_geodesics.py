@@ -23,7 +23,9 @@ def test_sums_and_pairs_match_scipy(device: torch.device, seed: int) -> None:
     n = int(torch.randint(2, 260, (1,), generator=gen))
     edge_index = torch.randint(0, n, (2, int(torch.randint(0, 3 * n, (1,), generator=gen))), generator=gen)
     if seed % 2:  # a hub touching everything
-        edge_index = torch.cat([edge_index, torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)])], 1)
+        edge_index = torch.cat(
+            [edge_index, torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n)])], 1
+        )
     dist = _scipy_distances(edge_index, n)
     finite = np.where(np.isinf(dist), 0, dist)
     total, per_node = geodesic_sums(edge_index.to(device), n)
@@ -48,7 +50,10 @@ def test_path_cycle_complete_star() -> None:
 
 
 def test_graphs_without_edges(device: torch.device) -> None:
-    for edges in (torch.zeros(2, 0, dtype=torch.long), torch.tensor([[0, 3], [0, 3]])):  # none; self-loops only
+    for edges in (
+        torch.zeros(2, 0, dtype=torch.long),
+        torch.tensor([[0, 3], [0, 3]]),
+    ):  # none; self-loops only
         total, per_node = geodesic_sums(edges.to(device), 5)
         assert int(total) == 0
         assert per_node.tolist() == [0] * 5
@@ -116,3 +121,47 @@ def test_errors() -> None:
         geodesic_sums(torch.tensor([[0], [1]]), 0)
     with pytest.raises(ValueError, match=r"`pairs` must have shape \[2, P\]"):
         geodesic_distances(torch.tensor([[0], [1]]), 2, torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("pairs", "error", "match"),
+    [
+        (
+            torch.tensor([[0, -1], [1, 2]]),
+            ValueError,
+            r"`pairs` must hold node indices in \[0, 4\) \(got -1\.\.2\)",
+        ),
+        (
+            torch.tensor([[0, 1], [4, 2]]),
+            ValueError,
+            r"`pairs` must hold node indices in \[0, 4\) \(got 0\.\.4\)",
+        ),
+        (
+            torch.tensor([[0.0, 1.0], [1.0, 2.0]]),
+            TypeError,
+            r"`pairs` must hold integer node indices \(got dtype torch.float32\)",
+        ),
+        (
+            torch.tensor([[True], [False]]),
+            TypeError,
+            r"`pairs` must hold integer node indices \(got dtype torch.bool\)",
+        ),
+        ([[0, 1], [1, 2]], TypeError, r"`pairs` must be a torch.Tensor \[2, P\] .*\(got list\)"),
+        (torch.tensor([0, 1, 2]), ValueError, r"`pairs` must have shape \[2, P\] \(got \(3,\)\)"),
+        (
+            torch.zeros(2, 1, dtype=torch.long, device="meta"),
+            ValueError,
+            r"`pairs` must be on the device of `edge_index`",
+        ),
+    ],
+)
+def test_geodesic_distances_validates_pairs(pairs: object, error: type[Exception], match: str) -> None:
+    path = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(error, match=match):
+        geodesic_distances(path, 4, pairs)  # type: ignore[arg-type]
+
+
+def test_geodesic_distances_accepts_other_integer_dtypes() -> None:
+    path = torch.tensor([[0, 1], [1, 2]])
+    pairs = torch.tensor([[0, 3, 2], [2, 0, 2]], dtype=torch.int32)
+    assert geodesic_distances(path, 4, pairs).tolist() == [2, -1, 0]

@@ -299,10 +299,15 @@ def geodesic_distances(edge_index: Tensor, num_nodes: int, pairs: Tensor) -> Ten
     Args:
         edge_index (Tensor): [2, E] long edges (read as undirected).
         num_nodes (int): N.
-        pairs (Tensor): [2, P] long node pairs.
+        pairs (Tensor): [2, P] integer node pairs, each index in ``[0, N)``, on the device of
+            ``edge_index``.
 
     Returns:
         Tensor: [P] long distances, ``-1`` for pairs in different components.
+
+    Raises:
+        TypeError: ``pairs`` is not a tensor, or holds floats or bools.
+        ValueError: ``pairs`` is not [2, P], holds an index outside ``[0, N)`` or is on another device.
 
     Example:
         >>> path = torch.tensor([[0, 1], [1, 2]])
@@ -310,12 +315,32 @@ def geodesic_distances(edge_index: Tensor, num_nodes: int, pairs: Tensor) -> Ten
         tensor([ 2,  1, -1])
     """
     num_nodes = check_int("num_nodes", num_nodes, low=1)
-    if pairs.dim() != 2 or pairs.shape[0] != 2:
-        raise ValueError(f"`pairs` must have shape [2, P] (got {tuple(pairs.shape)})")
-    row, col = undirected_entries(check_edge_index(edge_index, num_nodes), num_nodes)
+    edge_index = check_edge_index(edge_index, num_nodes)
+    pairs = _check_pairs(pairs, num_nodes, edge_index.device)
+    row, col = undirected_entries(edge_index, num_nodes)
     ptr, col = csr(row, col, num_nodes)
     dist = multi_source_bfs(ptr, col, 1, num_nodes, queries=pairs).query_dist
     return torch.where(pairs[0] == pairs[1], torch.zeros_like(dist), dist)
+
+
+def _check_pairs(pairs: object, num_nodes: int, device: torch.device) -> Tensor:
+    if not isinstance(pairs, Tensor):
+        raise TypeError(
+            f"`pairs` must be a torch.Tensor [2, P] of node indices, e.g. `torch.tensor(pairs).T` "
+            f"(got {type(pairs).__name__})"
+        )
+    if pairs.dtype == torch.bool or pairs.is_floating_point() or pairs.is_complex():
+        raise TypeError(f"`pairs` must hold integer node indices (got dtype {pairs.dtype})")
+    if pairs.dim() != 2 or pairs.shape[0] != 2:
+        raise ValueError(f"`pairs` must have shape [2, P] (got {tuple(pairs.shape)})")
+    if pairs.device != device:
+        raise ValueError(f"`pairs` must be on the device of `edge_index` ({device}) (got {pairs.device})")
+    pairs = pairs.long()
+    if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= num_nodes):
+        raise ValueError(
+            f"`pairs` must hold node indices in [0, {num_nodes}) (got {int(pairs.min())}..{int(pairs.max())})"
+        )
+    return pairs
 
 
 def undirected_entries(edge_index: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
