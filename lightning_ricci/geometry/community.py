@@ -221,24 +221,22 @@ def _class_structure(
     device = edge_index.device
     _, cls = torch.unique(labels, return_inverse=True)  # class ids 0..C-1
     num_classes = int(cls.max()) + 1
-    a, b = edge_index
-    layer = a // num_points
-    ca, cb = cls[a % num_points], cls[b % num_points]
-    same = ca == cb
-
-    # Exact integer counts first; float64 only for the final ratios.
-    m = torch.bincount(layer, minlength=num_layers)
-    inside = torch.bincount(layer[same], minlength=num_layers)
     bins = num_layers * num_classes
-    ends_a, ends_b = layer * num_classes + ca, layer * num_classes + cb
-    vol = (torch.bincount(ends_a, minlength=bins) + torch.bincount(ends_b, minlength=bins)).view(
-        num_layers, -1
-    )
-    inside_c = torch.bincount(ends_a[same], minlength=bins).view(num_layers, -1)
-    across = ~same
-    cut = (
-        torch.bincount(ends_a[across], minlength=bins) + torch.bincount(ends_b[across], minlength=bins)
-    ).view(num_layers, -1)
+    # Bin (layer, class) of every node of the union; an edge is inside a class when its ends share a bin.
+    layer_base = torch.arange(num_layers, device=device).unsqueeze(1) * num_classes
+    node_bin = (layer_base + cls.unsqueeze(0)).flatten()
+    a, b = edge_index
+    bin_a, bin_b = node_bin[a], node_bin[b]
+    same = bin_a == bin_b
+
+    # Exact integer counts per (layer, class, inside?) from each end; float64 only for the final ratios.
+    from_a = torch.bincount(bin_a * 2 + same, minlength=2 * bins).view(num_layers, num_classes, 2)
+    from_b = torch.bincount(bin_b * 2 + same, minlength=2 * bins).view(num_layers, num_classes, 2)
+    vol = from_a.sum(-1) + from_b.sum(-1)  # [L, C]
+    inside_c = from_a[..., 1]  # edges inside class c, counted once
+    cut = from_a[..., 0] + from_b[..., 0]  # edges with one end in class c
+    m = vol.sum(1) // 2
+    inside = inside_c.sum(1)
 
     md, vd = m.double(), vol.double()
     no_edges = m == 0
@@ -252,7 +250,7 @@ def _class_structure(
 
     gap = nan.clone()
     if kappa is not None:
-        group = layer * 2 + same.long()  # [L, 2]: column 0 between, column 1 within
+        group = (a // num_points) * 2 + same.long()  # [L, 2]: column 0 between, column 1 within
         count = torch.bincount(group, minlength=2 * num_layers)
         cd = count.double().clamp(min=1.0)
         total = torch.zeros(2 * num_layers, dtype=torch.float64, device=device).index_add_(0, group, kappa)
