@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import sys
 from typing import Any
@@ -87,7 +88,9 @@ def test_flow_figure_draws_the_result(result: RicciFlowResult) -> None:
     # eta as a share of the input's geodesic sum, checked through g_{l+1} - g_l (an independent route).
     g = result.geodesic_sum.tolist()
     eta_line = _line(figure.axes[1], "$\\eta_l$, all pairs")
-    assert list(eta_line.get_ydata()) == pytest.approx([100 * (b - a) / g[0] for a, b in zip(g, g[1:])])
+    assert list(eta_line.get_ydata()) == pytest.approx(
+        [100 * (b - a) / g[0] for a, b in itertools.pairwise(g)]
+    )
     assert HOLLOW not in _legend_texts(figure.axes[1])  # every eta defined: no hollow marker to explain
     assert "k=6" in figure.get_suptitle() and f"{result.coefficient:+.3f}"[1:] in figure.get_suptitle()
 
@@ -144,7 +147,9 @@ def test_critical_transition_star_is_in_the_legend(result: RicciFlowResult) -> N
     lowest = min(range(len(coefficients)), key=lambda i: coefficients[i])
     assert list(star.get_xdata()) == [lowest]
     assert list(star.get_ydata()) == [coefficients[lowest]]
-    undefined = dataclasses.replace(result, layer_coefficient=torch.full_like(result.layer_coefficient, math.nan))
+    undefined = dataclasses.replace(
+        result, layer_coefficient=torch.full_like(result.layer_coefficient, math.nan)
+    )
     assert STAR not in _legend_texts(flow_figure(undefined).axes[2])
 
 
