@@ -43,15 +43,43 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 if TYPE_CHECKING:
     from lightning.fabric.loggers.logger import Logger as FabricLogger
+    from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import Logger
     from matplotlib.figure import Figure
 
-__all__ = ["log_figure", "log_histogram"]
+__all__ = ["log_figure", "log_histogram", "logged_step"]
 
 _Kind = Literal["tensorboard", "wandb", "mlflow"]
 _HISTOGRAM_BINS = 64
 # (logger type name, "figure" | "histogram") pairs already warned about in this process.
 _warned: set[tuple[str, str]] = set()
+
+
+def logged_step(trainer: Trainer) -> int:
+    """The step Lightning files metrics logged now under, for figures that belong with them.
+
+    Lightning writes ``self.log(...)`` calls of an epoch-end hook at
+    ``trainer.fit_loop.epoch_loop._batches_that_stepped``, which during validation at the end of a
+    training epoch is one less than ``trainer.global_step`` (scalars at 15, 31, ... with 16 batches per
+    epoch while ``global_step`` reads 16, 32, ...), and which is also the step of ``trainer.validate()``.
+    Pass this to :func:`log_figure` and :func:`log_histogram` to put them beside those scalars.
+
+    Args:
+        trainer (Trainer): the running trainer.
+
+    Returns:
+        int: the step, ``trainer.global_step`` where the loop does not expose its counter.
+
+    Example:
+        >>> from lightning.pytorch import Trainer
+        >>> logged_step(Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False))
+        0
+    """
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(epoch_loop, "_batches_that_stepped", None)
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    return int(trainer.global_step)
 
 
 def _check_common(tag: Any, step: Any) -> None:

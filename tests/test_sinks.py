@@ -377,3 +377,50 @@ def test_mlflow_failure_warns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert all("to MLFlowLogger (PermissionError: read-only artifact store)" in m for m in messages)
     healthy.experiment.flush()
     assert len(_tensorboard_events(healthy.log_dir).Images("ricci/flow")) == 2
+
+
+# ------------------------------------------------------------------ the step inside a Trainer
+
+
+def test_logged_step_puts_figures_beside_the_epoch_end_scalars(tmp_path: Path, figure: Figure) -> None:
+    import lightning as L
+
+    class Model(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return self.linear(batch[0]).sum()
+
+        def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+            pass
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Measure(L.Callback):
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            pl_module.log("ricci/coefficient", -0.25)
+            log_figure(trainer.loggers, "ricci/flow", figure, sinks.logged_step(trainer))
+            log_histogram(trainer.loggers, "ricci/local", VALUES, sinks.logged_step(trainer))
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=1)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=[logger, CSVLogger(tmp_path, name="csv")],
+        callbacks=[Measure()],
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(Model(), data, data)
+    trainer.validate(Model(), data, verbose=False)
+    logger.experiment.flush()
+    events = _tensorboard_events(logger.log_dir)
+    scalar_steps = [e.step for e in events.Scalars("ricci/coefficient")]
+    assert scalar_steps == [3, 7, 8]  # 4 batches an epoch: one less than global_step in fit, then validate
+    assert [e.step for e in events.Images("ricci/flow")] == scalar_steps
+    assert [e.step for e in events.Histograms("ricci/local")] == scalar_steps
