@@ -2,23 +2,18 @@
 
 Lightning's loggers share ``log_metrics`` for scalars but have no common call for figures or
 histograms. :func:`log_figure` and :func:`log_histogram` send one figure or one distribution to every
-logger that can take it, at the step the caller gives (pass the step the scalars of the same
-measurement were logged at, so that they line up):
+logger that can take it, at the step the caller gives: the step the scalars of the same measurement
+are filed under, which :func:`logged_step` reads from the trainer, so that they line up.
 
-======================  ============================================  ===========================================
-logger                  figure                                        histogram
-======================  ============================================  ===========================================
-TensorBoard [#tb]_      ``experiment.add_figure(tag, figure, step)``  ``experiment.add_histogram(tag, values, step)``
-``WandbLogger``         ``logger.log_image(tag, [image], step)``      ``logger.log_metrics({tag: wandb.Histogram})``
-``MLFlowLogger``        artifact ``{tag}/step_{step:06d}.png``        artifact ``{tag}/step_{step:06d}.json`` [#ml]_
-``CSVLogger``           nothing                                       nothing
-any other logger        nothing                                       nothing
-======================  ============================================  ===========================================
-
-.. [#tb] any logger whose ``experiment`` has callable ``add_figure`` / ``add_histogram`` (a
-   ``SummaryWriter``), which covers ``TensorBoardLogger``.
-.. [#ml] MLflow has no histogram type: the distribution is stored as a small JSON artifact with the
-   bin edges, the counts (64 bins) and the count, min, max, mean and standard deviation of the values.
+* TensorBoard, or any logger whose ``experiment`` has callable ``add_figure`` / ``add_histogram`` (a
+  ``SummaryWriter``): ``experiment.add_figure(tag, figure, step)`` and
+  ``experiment.add_histogram(tag, values, step)``.
+* ``WandbLogger``: ``logger.log_image(tag, [image], step=step)`` (the figure rendered to PNG once) and
+  ``logger.log_metrics({tag: wandb.Histogram(values, num_bins=64)}, step=step)``.
+* ``MLFlowLogger``: the artifacts ``{tag}/step_{step:06d}.png`` (``log_figure``) and, as MLflow has no
+  histogram type, ``{tag}/step_{step:06d}.json`` (``log_dict``) with the bin edges and counts (64 bins)
+  and the count, min, max, mean and standard deviation of the values.
+* ``CSVLogger`` and any other logger: nothing (no error, no file).
 
 W&B rows carry ``trainer/global_step = step``, the x axis ``WandbLogger`` gives every metric, so the
 figures and histograms sit at the scalars' step in the W&B UI. TensorBoard and MLflow tags get the
