@@ -9,10 +9,12 @@ Usage::
 
 ``ACTIVATIONS_FILE`` is a ``.pt``/``.pth`` (a list/tuple of tensors, or a dict name -> tensor) or a
 ``.npz`` holding one [N, ...] array per layer, the network input first (see
-:func:`lightning_ricci.analysis.load_activations`). The coefficients are printed as a table (or as
-JSON with ``--json``); ``--out DIR`` also writes ``flow.png``, ``local.png`` and ``summary.json``.
+:func:`lightning_ricci.io.load_activations`). The coefficients are printed as a table (or as
+JSON with ``--json``); ``--out DIR`` also writes ``summary.json`` and, if matplotlib is installed,
+``flow.png`` and ``local.png`` (the command lists the files it wrote).
 A progress bar (tqdm if installed) is shown on stderr for large probe sets (N >= 2000) or with
-``--progress``. Bad input exits with status 2 and a message that names the file.
+``--progress``. Bad input exits with status 2 and a message that names the file (or the ``--out``
+path). The installed console script ``lightning-ricci`` is the same command.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from typing import Any, TextIO
 
 import torch
 
-from lightning_ricci.analysis import default_k, load_activations
+from lightning_ricci.analysis import default_k
 from lightning_ricci.geometry import ricci_flow
+from lightning_ricci.geometry._checks import check_int
 from lightning_ricci.geometry.result import RicciFlowResult
+from lightning_ricci.io import load_activations
 
 #: Probe sizes from which the progress bar is on by default.
 PROGRESS_MIN_POINTS = 2000
@@ -120,7 +124,7 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
         "layers": [
             {
                 "name": name,
-                "curvature": _float(float(result.curvature[i])),
+                "curvature": _float(float(result.total_curvature[i])),
                 "geodesic_sum": _float(float(result.geodesic_sum[i])),
                 "components": int(result.num_components[i]),
             }
@@ -132,7 +136,7 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
                 "to": names[t + 1],
                 "eta": _float(float(result.eta[t])),
                 "eta_connected": _float(float(result.eta_connected[t])),
-                "layer_coefficient": _float(float(result.layer[t])),
+                "layer_coefficient": _float(float(result.layer_coefficient[t])),
             }
             for t in range(result.num_layers - 1)
         ],
@@ -200,14 +204,50 @@ def format_table(info: dict[str, Any], dims: Sequence[int] | None = None) -> str
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
+#: The program name in messages when run as ``python -m lightning_ricci``.
+PROG = "python -m lightning_ricci"
+
+
+class _OutError(ValueError):
+    """A problem with ``--out``: its message names that path, not the activations file."""
+
+
+def _k_option(text: str) -> int:
+    """``--k``: a decimal integer (the range is checked against N once the file is read)."""
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (got {text!r})") from None
+
+
+def _check_k(k: int, num_points: int) -> int:
+    """``--k`` within ``[1, N - 1]``, with the same type rule as the geometry's ``k`` (no bool, any integer)."""
+    k = check_int("--k", k)
+    if not 1 <= k < num_points:
+        raise ValueError(f"`--k` must be between 1 and N - 1 = {num_points - 1} (got {k})")
+    return k
+
+
+def _check_out(out: Path) -> None:
+    """Fail before the measurement when ``--out`` cannot be a directory."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "" if path == out else f" above it ({path})"
+                raise _OutError(f"`--out` must name a directory (got {out}, an existing file{what})")
+            return
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_ricci",
+        prog=prog,
         description="Ricci-flow coefficients (Baptista et al. 2024, Hehl et al. 2025) of per-layer "
         "activations saved to a .pt or .npz file (the network input first).",
     )
     parser.add_argument("file", metavar="ACTIVATIONS_FILE", help=".pt/.pth (list or dict of tensors) or .npz")
-    parser.add_argument("--k", type=int, help="neighbours per point (default: 5%% of N, within [5, 50])")
+    parser.add_argument(
+        "--k", type=_k_option, help="neighbours per point (default: 5%% of N, within [5, 50] and below N)"
+    )
     parser.add_argument("--convention", choices=("baptista", "hehl"), default="baptista")
     parser.add_argument(
         "--curvature", choices=("forman", "augmented_forman", "approx_ollivier"), default="forman"
@@ -215,7 +255,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--layers", nargs="+", metavar="NAME", help="layers to use, in order (names or comma-separated lists)"
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", help="write flow.png, local.png and summary.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="directory to write summary.json and, with matplotlib, flow.png and local.png to",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument(
         "--progress",
@@ -226,19 +271,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0, or 2 for bad input)."""
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """Run the command line; returns the exit status (0, or 2 for bad input).
+
+    Args:
+        argv (Sequence[str], optional): the arguments. Default: None (``sys.argv[1:]``).
+        prog (str, optional): the program name in messages. Default: ``"python -m lightning_ricci"``.
+
+    Returns:
+        int: 0 on success, 2 for a bad file or option (with a message on stderr).
+    """
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     layers = None
     if args.layers:
         layers = [name for entry in args.layers for name in entry.split(",") if name]
     stages = ["load", "ricci_flow", *(["figures"] if args.out is not None else [])]
     started = time.perf_counter()
+    written: list[Path] = []
     # With --progress the bar starts before loading; in the default (auto) mode N is known only after it.
     progress = _Progress(stages, True, sys.stderr) if args.progress else None
     try:
         try:
+            if args.out is not None:
+                _check_out(args.out)
             if progress is not None:
                 with progress.stage(f"load {args.file}"):
                     acts = load_activations(args.file, layers)
@@ -251,9 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stages, args.progress is None and num_points >= PROGRESS_MIN_POINTS, sys.stderr
                 )
                 progress.advance(f"loaded {len(names)} layers x {num_points} points")
-            if args.k is not None and not 1 <= args.k < num_points:
-                raise ValueError(f"`--k` must be between 1 and N - 1 = {num_points - 1} (got {args.k})")
-            k = args.k if args.k is not None else default_k(num_points)
+            if num_points < 2:
+                raise ValueError(f"holds {num_points} point per layer; a kNN graph needs at least 2")
+            k = _check_k(args.k, num_points) if args.k is not None else default_k(num_points)
             if any(t.dtype == torch.float64 for t in tensors):
                 tensors = [t.double() for t in tensors]
             with progress.stage(f"ricci_flow on {len(names)} layers x {num_points} points (k={k})"):
@@ -261,36 +317,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = summary(result, names, str(args.file))
             if args.out is not None:
                 with progress.stage(f"figures -> {args.out}"):
-                    _write_outputs(args.out, result, names, info)
+                    written = _write_outputs(args.out, result, names, info)
         finally:
             if progress is not None:
                 progress.close()
     except (ValueError, TypeError, OSError) as err:
         message = str(err)
-        if not message.startswith(str(args.file)):
+        if not isinstance(err, _OutError) and not message.startswith(str(args.file)):
             message = f"{args.file}: {message}"
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
+    wrote = f"wrote {', '.join(str(path) for path in written)}" if written else ""
     if args.json:
         print(json.dumps(info, indent=1))
+        if wrote:
+            print(wrote, file=sys.stderr)  # stdout stays one JSON document
     else:
         print(format_table(info, [t.shape[1] for t in tensors]))
-        if args.out is not None:
-            print(f"\nwrote {args.out / 'flow.png'}, {args.out / 'local.png'}, {args.out / 'summary.json'}")
+        if wrote:
+            print(f"\n{wrote}")
         print(f"({time.perf_counter() - started:.1f} s)")
     return 0
 
 
-def _write_outputs(out: Path, result: RicciFlowResult, names: list[str], info: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(info, indent=1) + "\n")
-    try:
-        from lightning_ricci.plotting import flow_figure, local_histogram
+def cli() -> int:
+    """The ``lightning-ricci`` console script: :func:`main` on ``sys.argv[1:]``."""
+    return main(prog="lightning-ricci")
 
-        flow_figure(result, names).savefig(out / "flow.png", dpi=120)
-        local_histogram(result).savefig(out / "local.png", dpi=120)
-    except ModuleNotFoundError as err:
-        print(f"figures skipped: {err}", file=sys.stderr)
+
+def _write_outputs(out: Path, result: RicciFlowResult, names: list[str], info: dict[str, Any]) -> list[Path]:
+    """Write ``summary.json`` and, if matplotlib is installed, the two figures; return the paths written."""
+    written: list[Path] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(info, indent=1) + "\n")
+        written.append(out / "summary.json")
+        try:
+            from lightning_ricci.plotting import flow_figure, local_histogram
+
+            flow_figure(result, names).savefig(out / "flow.png", dpi=120)
+            written.append(out / "flow.png")
+            local_histogram(result).savefig(out / "local.png", dpi=120)
+            written.append(out / "local.png")
+        except ModuleNotFoundError as err:
+            if not (err.name or "").startswith("matplotlib") and "matplotlib" not in str(err):
+                raise
+            print(f"figures skipped: {err}", file=sys.stderr)
+    except OSError as err:
+        raise _OutError(
+            f"`--out` {out}: cannot write there ({type(err).__name__}: {err.strerror or err})"
+        ) from None
+    return written
 
 
 if __name__ == "__main__":

@@ -75,34 +75,83 @@ def _entries_npz(path: Path) -> list[tuple[str, Any]]:
     return entries
 
 
-def _as_layer(path: Path, name: str, value: Any) -> Tensor:
+#: float64 holds every integer up to this magnitude exactly, and not every one beyond it.
+_EXACT_INT = 2**53
+
+
+def _exact_floats(where: str, array: Any) -> Tensor:
+    """A numpy array of booleans or integers as float64, refusing integers that float64 would round."""
     import numpy as np
 
+    if array.dtype.kind in "iu" and array.dtype.itemsize >= 8 and array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < -_EXACT_INT or high > _EXACT_INT:
+            raise ValueError(
+                f"{where} holds integers beyond 2**53 in magnitude, which float64 would round, merging "
+                f"distinct points (got values in [{low}, {high}]); rescale them or save floats"
+            )
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+
+
+def _as_layer(path: Path, name: str, value: Any) -> Tensor:
+    """One entry of the file as an [N, D] float32/float64 CPU tensor, or a ``ValueError`` naming it."""
+    import numpy as np
+
+    where = f"{path}: layer {name!r}"
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
-            raise ValueError(f"{path}: layer {name!r} is not numeric (got dtype {value.dtype})")
+            raise ValueError(f"{where} is not numeric (got dtype {value.dtype})")
         if value.ndim == 0:
-            raise ValueError(f"{path}: layer {name!r} must be an array [N, ...] (got a scalar)")
-        value = torch.from_numpy(np.ascontiguousarray(value))
+            raise ValueError(f"{where} must be an array [N, ...] (got a scalar)")
+        if value.dtype.kind == "f" and value.dtype.itemsize > 8:  # long double: torch has no such dtype
+            wide = value
+            value = value.astype(np.float64)
+            if bool(np.isfinite(wide).all()) and not bool(np.isfinite(value).all()):
+                raise ValueError(f"{where} holds values beyond the range of float64 (got dtype {wide.dtype})")
+        value = (
+            _exact_floats(where, value)
+            if value.dtype.kind in "biu"
+            else torch.from_numpy(np.ascontiguousarray(value))
+        )
     if not isinstance(value, Tensor):
         # ValueError, not TypeError: every problem with the file's content is a ValueError.
-        raise ValueError(f"{path}: layer {name!r} is not a tensor or array (got {type(value).__name__})")  # noqa: TRY004
+        raise ValueError(f"{where} is not a tensor or array (got {type(value).__name__})")  # noqa: TRY004
+    if value.layout != torch.strided or value.is_nested:
+        kind = "nested" if value.is_nested else "sparse"
+        raise ValueError(
+            f"{where} is a {kind} tensor (got layout {value.layout}); save a dense one (`tensor.to_dense()`)"
+        )
+    if value.is_quantized:
+        raise ValueError(
+            f"{where} is a quantized tensor (got dtype {value.dtype}); save `tensor.dequantize()`"
+        )
+    if value.device.type == "meta":
+        raise ValueError(f"{where} holds no data (got a tensor on the meta device)")
     if value.is_complex():
-        raise ValueError(f"{path}: layer {name!r} is not real-valued (got dtype {value.dtype})")
+        raise ValueError(f"{where} is not real-valued (got dtype {value.dtype})")
     if value.dim() == 0:
-        raise ValueError(f"{path}: layer {name!r} must be an array [N, ...] (got a scalar)")
+        raise ValueError(f"{where} must be an array [N, ...] (got a scalar)")
     if value.numel() == 0:
-        raise ValueError(f"{path}: layer {name!r} is empty (got shape {tuple(value.shape)})")
-    if value.dtype in (torch.float16, torch.bfloat16):
-        value = value.float()
-    elif not value.is_floating_point():
-        value = value.double()  # integers and booleans, exactly
-    flat: Tensor = value.reshape(value.shape[0], -1)
+        raise ValueError(f"{where} is empty (got shape {tuple(value.shape)})")
+    unreadable = ValueError(
+        f"{where} has a dtype that cannot be read as real numbers (got {value.dtype}); save float32 or float64"
+    )
+    if value.is_floating_point():
+        if value.dtype not in (torch.float32, torch.float64):
+            try:
+                value = value.float()  # float16, bfloat16 and the float8 formats: exact in float32
+            except (RuntimeError, NotImplementedError, TypeError):
+                raise unreadable from None
+    else:
+        try:
+            array = value.detach().numpy()  # booleans and (unsigned) integers
+        except (RuntimeError, TypeError):
+            raise unreadable from None
+        value = _exact_floats(where, array)
+    flat: Tensor = value.detach().reshape(value.shape[0], -1)
     bad = int((~torch.isfinite(flat)).any(dim=1).sum())
     if bad:
-        raise ValueError(
-            f"{path}: layer {name!r} holds NaN or Inf (got them in {bad} of {flat.shape[0]} rows)"
-        )
+        raise ValueError(f"{where} holds NaN or Inf (got them in {bad} of {flat.shape[0]} rows)")
     return flat
 
 
@@ -115,8 +164,9 @@ def load_activations(path: str | os.PathLike[str], layers: Sequence[str] | None 
       positional arrays).
 
     The first layer should be the network input, the output layer (if any) the last. Every array is
-    [N, ...] with the same N and is flattened to [N, D_l]; integers and booleans become float64, half
-    precision float32.
+    [N, ...] with the same N and is flattened to [N, D_l]: a dense, real, finite CPU array. Integers and
+    booleans become float64 (integers beyond 2**53 in magnitude, which float64 would round, are refused),
+    half precision and the float8 formats float32 (both exactly).
 
     Args:
         path (str | PathLike): the file.
@@ -127,8 +177,9 @@ def load_activations(path: str | os.PathLike[str], layers: Sequence[str] | None 
 
     Raises:
         ValueError: the file is missing, of an unknown type, unreadable, empty or inconsistent (different
-            N), holds non-numeric, non-finite or too few (< 3) layers, or ``layers`` names a layer that is
-            not in it. Every message starts with the path.
+            N), holds too few (< 3) layers, or a layer that is non-numeric, complex, sparse, quantized,
+            non-finite or holds integers beyond 2**53, or ``layers`` names a layer that is not in it.
+            Every message starts with the path.
 
     >>> import tempfile, numpy as np
     >>> path = Path(tempfile.mkdtemp()) / "acts.npz"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 
 from lightning_ricci import ricci_flow
 from lightning_ricci.__main__ import main
-from lightning_ricci.analysis import load_activations
+from lightning_ricci.io import load_activations
 
 N = 120
 
@@ -65,7 +67,7 @@ def test_cli_json_pt_list_and_dict(tmp_path: Path, capsys: pytest.CaptureFixture
         assert info["coefficient"] == pytest.approx(expected.coefficient, abs=1e-12)
         assert [layer["name"] for layer in info["layers"]] == labels
         assert [row["layer_coefficient"] for row in info["transitions"]] == pytest.approx(
-            expected.layer.tolist()
+            expected.layer_coefficient.tolist()
         )
     # --layers: a subset, in order, space- or comma-separated
     assert main([str(tmp_path / "dict.pth"), "--json", "--layers", "input,h2", "h3", "h4"]) == 0
@@ -75,12 +77,55 @@ def test_cli_json_pt_list_and_dict(tmp_path: Path, capsys: pytest.CaptureFixture
     assert info["coefficient_connected"] == pytest.approx(subset.coefficient_connected, abs=1e-12)
 
 
-def test_cli_out_writes_figures_and_summary(npz: Path, tmp_path: Path) -> None:
+def test_cli_out_writes_figures_and_summary(
+    npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "report"
     assert main([str(npz), "--out", str(out)]) == 0
     assert (out / "flow.png").stat().st_size > 1000 and (out / "local.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())["num_points"] == N
+    assert f"wrote {out / 'summary.json'}, {out / 'flow.png'}, {out / 'local.png'}" in capsys.readouterr().out
+
+
+def test_cli_out_without_matplotlib_lists_only_what_it_wrote(
+    npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if matplotlib were not installed: importing it (or the plotting module, freshly) fails.
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.delitem(sys.modules, "lightning_ricci.plotting", raising=False)
+    out = tmp_path / "report"
+    assert main([str(npz), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert f"wrote {out / 'summary.json'}\n" in captured.out
+    assert "flow.png" not in captured.out and "local.png" not in captured.out
+    assert "figures skipped" in captured.err and "matplotlib" in captured.err
+    assert main([str(npz), "--out", str(out), "--json"]) == 0  # stdout stays one JSON document
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_points"] == N
+    assert f"wrote {out / 'summary.json'}\n" in captured.err
+
+
+@pytest.mark.parametrize("where", ["out", "parent"])
+def test_cli_out_on_an_existing_file_names_it(
+    where: str, npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "report.txt"
+    blocker.write_text("keep me\n")
+    out = blocker if where == "out" else blocker / "sub"
+    assert main([str(npz), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    prefix = f"python -m lightning_ricci: error: `--out` must name a directory (got {out}, an existing file"
+    assert captured.err.startswith(prefix), captured.err
+    if where == "parent":
+        assert f"above it ({blocker})" in captured.err
+    assert "Traceback" not in captured.err and str(npz) not in captured.err
+    assert blocker.read_text() == "keep me\n"
 
 
 def test_cli_progress_with_and_without_tqdm(
@@ -260,3 +305,178 @@ def test_cli_excluded_network_prints_inf_and_nan(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "global coefficient          nan  (undefined: excluded by the convention's rule)" in out
     assert "excluded                    yes" in out
+
+
+def _unusual(case: str) -> list[torch.Tensor]:
+    """The layers of ``activations()`` with the input stored in the way ``case`` names."""
+    layers = activations()
+    x = layers[0]
+    if case == "sparse_coo":
+        layers[0] = x.to_sparse()
+    elif case == "sparse_csr":
+        layers[0] = x.to_sparse_csr()
+    elif case == "quantized":
+        layers[0] = torch.quantize_per_tensor(x, 0.05, 0, torch.qint8)
+    elif case == "meta":
+        layers[0] = torch.empty(x.shape, device="meta")
+    elif case == "int64_beyond_2_53":
+        layers[0] = torch.arange(x.numel(), dtype=torch.int64).reshape(x.shape) + 2**53 - 2
+    return layers
+
+
+UNUSUAL_TENSORS = {
+    "sparse_coo": r"layer '0' is a sparse tensor \(got layout torch\.sparse_coo\); save a dense one",
+    "sparse_csr": r"layer '0' is a sparse tensor \(got layout torch\.sparse_csr\); save a dense one",
+    "quantized": r"layer '0' is a quantized tensor \(got dtype torch\.qint8\); save `tensor\.dequantize\(\)`",
+    "meta": r"layer '0' holds no data \(got a tensor on the meta device\)",
+    "int64_beyond_2_53": (
+        r"layer '0' holds integers beyond 2\*\*53 in magnitude, which float64 would round, merging distinct "
+        rf"points \(got values in \[{2**53 - 2}, {2**53 - 3 + 3 * N}\]\)"
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch: sparse CSR is beta, quantized tensors deprecated
+@pytest.mark.parametrize("case", sorted(UNUSUAL_TENSORS))
+def test_cli_exits_2_on_tensors_it_cannot_use(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "acts.pt"
+    torch.save(_unusual(case), path)
+    with pytest.raises(ValueError, match=rf"^{path}: {UNUSUAL_TENSORS[case]}"):
+        load_activations(path)
+    assert main([str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith(f"python -m lightning_ricci: error: {path}: layer '0' ")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integers_exact_up_to_2_53_refused_beyond(dtype: type, tmp_path: Path) -> None:
+    rest = {name: t.numpy() for name, t in zip(NAMES[1:], activations()[1:])}
+    # 3N distinct integers reaching -2**53 (int64) or 2**53 (uint64): float64 holds each exactly.
+    start = -(2**53) if dtype is np.int64 else 2**53 - 3 * N + 1
+    values = list(range(start, start + 3 * N))
+    exact = np.array(values, dtype=dtype).reshape(N, 3)
+    np.savez(tmp_path / "exact.npz", input=exact, **rest)
+    loaded = load_activations(tmp_path / "exact.npz")["input"]
+    assert loaded.dtype == torch.float64
+    assert [int(v) for v in loaded.flatten().tolist()] == values
+    beyond = exact.copy()
+    beyond[-1, -1] = 2**53 + 1  # float64 rounds it to 2**53, which may be another point's value
+    np.savez(tmp_path / "beyond.npz", input=beyond, **rest)
+    with pytest.raises(ValueError, match=r"layer 'input' holds integers beyond 2\*\*53 in magnitude"):
+        load_activations(tmp_path / "beyond.npz")
+    assert main([str(tmp_path / "beyond.npz")]) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16, torch.float16])
+def test_cli_reads_low_precision_floats_exactly(
+    dtype: torch.dtype, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Multiples of 1/4 in [-6, 6] with at most three significant bits: every format here holds them
+    # exactly, so the measurement must equal the float32 one.
+    gen = torch.Generator().manual_seed(5)
+    grid = torch.tensor([m * 2.0**e for m in (4, 5, 6, 7) for e in range(-4, 0)] + [0.0])
+    layers = [
+        grid[torch.randint(len(grid), (N, 6), generator=gen)]
+        * torch.where(torch.rand(N, 6, generator=gen) < 0.5, -1.0, 1.0)
+        for _ in range(4)
+    ]
+    stored = [t.to(dtype) for t in layers]
+    assert all(torch.equal(s.float(), t) for s, t in zip(stored, layers))
+    path = tmp_path / "low.pt"
+    torch.save(stored, path)
+    assert main([str(path), "--k", "7", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    expected = ricci_flow(layers, 7)
+    assert [row["curvature"] for row in info["layers"]] == pytest.approx(expected.total_curvature.tolist())
+    assert info["coefficient_connected"] == pytest.approx(expected.coefficient_connected, abs=1e-12)
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float32, 2.0**66), (torch.float64, 2.0**520)])
+def test_cli_huge_finite_activations(
+    dtype: torch.dtype, scale: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # x * 2**66 (about 7e19) in float32 and x * 2**520 (about 3e156) in float64 are finite, but their
+    # squared distances are not. Scaling by a power of two is exact and leaves every kNN graph as it
+    # was: the CLI must give the unscaled result or refuse the file with exit status 2.
+    layers = [t.to(dtype) for t in activations(2)]
+    path = tmp_path / "huge.pt"
+    torch.save([t * scale for t in layers], path)
+    status = main([str(path), "--k", "6", "--json"])
+    captured = capsys.readouterr()
+    if status == 2:
+        assert captured.err.startswith(f"python -m lightning_ricci: error: {path}: ")
+        assert "Traceback" not in captured.err and len(captured.err.splitlines()) == 1
+        return
+    assert status == 0
+    info = json.loads(captured.out)
+    expected = ricci_flow(layers, 6)
+    assert [row["curvature"] for row in info["layers"]] == pytest.approx(expected.total_curvature.tolist())
+    assert [row["geodesic_sum"] for row in info["layers"]] == pytest.approx(expected.geodesic_sum.tolist())
+    assert info["coefficient_connected"] == pytest.approx(expected.coefficient_connected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", r"`--k` must be between 1 and N - 1 = 119 \(got 0\)"),
+        ("-3", r"`--k` must be between 1 and N - 1 = 119 \(got -3\)"),
+        ("119", None),
+        ("+7", None),
+    ],
+)
+def test_cli_k_range(value: str, message: str | None, npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main([str(npz), "--k", value, "--json"])
+    captured = capsys.readouterr()
+    if message is None:
+        assert status == 0 and json.loads(captured.out)["k"] == int(value)
+    else:
+        assert status == 2 and captured.out == ""
+        assert re.search(message, captured.err), captured.err
+
+
+@pytest.mark.parametrize("value", ["True", "1.5", "5e1", "five", ""])
+def test_cli_k_must_be_an_integer(value: str, npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(npz), "--k", value])
+    assert exit_info.value.code == 2
+    assert f"argument --k: must be an integer (got {value!r})" in capsys.readouterr().err
+
+
+def test_cli_single_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "one.npz"
+    np.savez(path, a=np.zeros((1, 2)), b=np.ones((1, 3)), c=np.ones((1, 1)))
+    assert main([str(path)]) == 2
+    assert f"{path}: holds 1 point per layer; a kNN graph needs at least 2" in capsys.readouterr().err
+
+
+def test_console_script_function(
+    npz: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_ricci.__main__ import cli
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    module, _, function = pyproject["project"]["scripts"]["lightning-ricci"].partition(":")
+    assert getattr(__import__(module, fromlist=[function]), function) is cli
+    monkeypatch.setattr(sys, "argv", ["lightning-ricci", str(npz), "--json"])
+    assert cli() == 0
+    assert json.loads(capsys.readouterr().out)["num_points"] == N
+    monkeypatch.setattr(sys, "argv", ["lightning-ricci", str(npz), "--k", "0"])
+    assert cli() == 2
+    assert capsys.readouterr().err.startswith(f"lightning-ricci: error: {npz}: `--k` must be between")
+
+
+def test_installed_console_script(npz: Path, tmp_path: Path) -> None:
+    script = shutil.which("lightning-ricci", path=str(Path(sys.executable).parent))
+    assert script is not None, "no lightning-ricci beside this Python: reinstall with `pip install -e .`"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ok = subprocess.run([script, str(npz), "--json"], check=False, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["num_points"] == N
+    missing = tmp_path / "missing.npz"
+    failed = subprocess.run([script, str(missing)], check=False, capture_output=True, text=True, env=env)
+    assert failed.returncode == 2
+    assert failed.stderr == f"lightning-ricci: error: {missing}: no such file\n"
