@@ -18,17 +18,16 @@ import torch
 from torch import Tensor
 
 from lightning_ricci.geometry import distributed, stages
-from lightning_ricci.geometry.community import class_structure_batched
 from lightning_ricci.geometry._checks import check_choice, check_int, check_labels, check_layers
 from lightning_ricci.geometry.coefficients import pearson
+from lightning_ricci.geometry.community import class_structure_batched
 from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, Convention, ConventionSpec
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
-from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, knn_edges
+from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, exact_sq_distances, knn_edges
 from lightning_ricci.geometry.result import CurvatureKind, RicciFlowResult, RicciFlowScan
 
 __all__ = ["CONVENTIONS", "ricci_flow"]
 
-_EXACT_ELEMENTS = 1 << 18  # elements of one [pairs, D] float64 block of differences
 _KnnLayer = tuple[Tensor, bool, "Tensor | None"]  # edges [2, E_l], all points coincide, squared distances
 
 
@@ -322,12 +321,15 @@ def _knn_layers(
 
 
 def _edge_sq_distances(x: Tensor, edges: Tensor) -> Tensor:
-    """[E] squared distances of the edges, from float64 differences (as the exact kNN decides ties)."""
-    x64 = x.double()
-    a, b = edges[0], edges[1]
-    step = max(1, _EXACT_ELEMENTS // max(x64.shape[1], 1))
-    out = [(x64[a[s : s + step]] - x64[b[s : s + step]]).pow_(2).sum(-1) for s in range(0, a.numel(), step)]
-    return torch.cat(out) if out else x64.new_zeros(0)
+    """[E] squared distances of the edges by the kNN's own float64 difference formula (which decides its
+    ties), rescaled by a power of two where float64 squares would overflow or underflow (which changes
+    no comparison)."""
+    scale = 1.0
+    if x.dtype == torch.float64 and x.numel():
+        amax = float(x.abs().max())
+        if amax and not 2.0**-480 <= amax <= 2.0**480:
+            scale = math.ldexp(1.0, -math.frexp(amax)[1])
+    return exact_sq_distances(x, edges[0], edges[1], scale)
 
 
 def _smaller_k(
