@@ -55,6 +55,23 @@ def _layer_names(result: RicciFlowResult, layer_names: Sequence[str] | None) -> 
     return names
 
 
+def _tick_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Tick labels for the layers and the transitions, short enough to leave room for the data.
+
+    Names over 20 characters keep their first 8 and last 11 characters (``model.la….mlp.act_fn``); a
+    transition reads ``a→b`` while every name has at most 8 characters, else ``→b`` (into layer b).
+    """
+    short = [name if len(name) <= 20 else f"{name[:8]}\u2026{name[-11:]}" for name in names]
+    if max(len(name) for name in short) <= 8:
+        return short, [f"{a}\u2192{b}" for a, b in itertools.pairwise(short)]
+    return short, [f"\u2192{b}" for b in short[1:]]
+
+
+def _label_room(labels: list[str]) -> float:
+    """Inches below a row of panels for its 45-degree tick labels."""
+    return 0.045 * max(len(label) for label in labels)
+
+
 def _cpu(values: Tensor) -> Tensor:
     return values.detach().to(device="cpu", dtype=torch.float64)
 
@@ -102,7 +119,7 @@ def _draw_curvature(ax: Axes, result: RicciFlowResult, names: list[str]) -> None
     curvature = _cpu(result.total_curvature)
     ax.plot(range(len(names)), curvature.tolist(), marker="o", color="C0")
     ax.set_title("total curvature Ric$_l$")
-    ax.set_ylabel("Ric$_l$: Forman curvature summed over edges")
+    ax.set_ylabel("Ric$_l$ (sum over edges)")
     _category_axis(ax, names, "layer $l$")
     _plain_ticks(ax)
 
@@ -119,7 +136,8 @@ def _draw_geodesic_change(
     relative = math.isfinite(reference) and reference > 0
     if relative:
         shown = 100.0 * shown / reference
-        ax.set_ylabel(f"$\\eta_l$, % of the geodesic sum of {names[0]}")
+        first = f"layer {names[0]}" if names[0].isdigit() else names[0]
+        ax.set_ylabel(f"% of the geodesic sum of {first}")
     else:
         ax.set_ylabel("$\\eta_l$ (hop counts)")
     positions = list(range(len(transitions)))
@@ -216,15 +234,15 @@ def flow_figure(result: RicciFlowResult, layer_names: Sequence[str] | None = Non
         ['total curvature Ric$_l$', 'geodesic change $\\\\eta_l$', 'layer Ricci coefficient $r_l$']
     """
     figure_class = _figure_class()
-    names = _layer_names(result, layer_names)
-    transitions = [f"{a}\u2192{b}" for a, b in itertools.pairwise(names)]
+    names, transitions = _tick_names(_layer_names(result, layer_names))
+    room = _label_room(names + transitions)
     fields = _class_fields(result)
     width = 1.2 + 0.5 * len(names)  # inches per panel
     if fields is None:
-        figure: Figure = figure_class(figsize=(max(9.0, 3 * width), 3.8), layout="constrained")
+        figure: Figure = figure_class(figsize=(max(9.0, 3 * width), 3.4 + room), layout="constrained")
         ax_curv, ax_eta, ax_layer = figure.subplots(1, 3)
     else:
-        figure = figure_class(figsize=(max(8.0, 2 * width), 7.0), layout="constrained")
+        figure = figure_class(figsize=(max(8.0, 2 * width), 6.4 + 2 * room), layout="constrained")
         grid = figure.add_gridspec(2, 2)
         # Created in reading order (figure.axes keeps it): per layer on top, per transition below.
         ax_curv = figure.add_subplot(grid[0, 0])
@@ -275,8 +293,9 @@ def class_structure_figure(result: RicciFlowResult, layer_names: Sequence[str] |
             "(got class_modularity=None)"
         )
     figure_class = _figure_class()
-    names = _layer_names(result, layer_names)
-    figure: Figure = figure_class(figsize=(max(8.0, 2 * (1.2 + 0.5 * len(names))), 3.8), layout="constrained")
+    names, _ = _tick_names(_layer_names(result, layer_names))
+    size = (max(8.0, 2 * (1.2 + 0.5 * len(names))), 3.4 + _label_room(names))
+    figure: Figure = figure_class(figsize=size, layout="constrained")
     ax_class, ax_gap = figure.subplots(1, 2)
     _draw_class_structure(ax_class, fields, names)
     ax_gap.axhline(0.0, color="0.7", linewidth=0.8)

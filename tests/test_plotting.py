@@ -95,6 +95,33 @@ def test_flow_figure_draws_the_result(result: RicciFlowResult) -> None:
     assert "k=6" in figure.get_suptitle() and f"{result.coefficient:+.3f}"[1:] in figure.get_suptitle()
 
 
+def test_long_layer_names_are_shortened_on_the_ticks(result: RicciFlowResult) -> None:
+    pytest.importorskip("matplotlib")
+    short = flow_figure(result, NAMES)
+    assert [t.get_text() for t in short.axes[1].get_xticklabels()] == [
+        "input\u2192a",
+        "a\u2192b",
+        "b\u2192c",
+        "c\u2192d",
+    ]
+    names = ["input", "encoder.block0.act", "encoder.block1.act", "model.layers.11.mlp.act_fn", "head"]
+    figure = flow_figure(result, names)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == [
+        "input",
+        "encoder.block0.act",
+        "encoder.block1.act",
+        "model.la\u2026.mlp.act_fn",  # over 20 characters: 8 first and 11 last kept
+        "head",
+    ]
+    transitions = [t.get_text() for t in figure.axes[1].get_xticklabels()]
+    assert transitions == [
+        "\u2192encoder.block0.act",
+        "\u2192encoder.block1.act",
+        "\u2192model.la\u2026.mlp.act_fn",
+        "\u2192head",
+    ]
+
+
 def test_geodesic_change_is_on_the_same_scale_in_both_conventions(
     result: RicciFlowResult, layers_and_labels: tuple[list[torch.Tensor], torch.Tensor]
 ) -> None:
