@@ -359,7 +359,7 @@ def local_histogram(result: RicciFlowResult, bins: int = 30) -> Figure:
 
 
 def history_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
-    """The coefficients over training, from :attr:`RicciFlowMonitor.history <lightning_ricci.RicciFlowMonitor>`.
+    """The coefficients over training, from ``RicciFlowMonitor.history``.
 
     Draws the logged global coefficient against the epoch (hollow markers where the convention left it
     undefined and a fallback was logged, crosses where the measurement failed, for entries that have a
