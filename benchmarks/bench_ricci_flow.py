@@ -4,12 +4,19 @@ Usage::
 
     python benchmarks/bench_ricci_flow.py              # CPU cases (and GPU cases when CUDA is present)
     python benchmarks/bench_ricci_flow.py --quick      # smaller cases, for a smoke run
+    python benchmarks/bench_ricci_flow.py --width      # only: knn_graph against the fp32 GEMM floor by width
 
 Workload (as in the papers' timing): n probe points ~ N(0, I_784) through a random He-initialised
 784 -> W ReLU MLP; ``convention="baptista"``, ``k = 10``. The reference implements the same definitions
 the obvious way (float64 distance matrix as R's ``dist``, per-row k-th distance with ties, dense
 curvature, ``scipy.sparse.csgraph.shortest_path``, R's infinity rules) and runs in the same process.
 Every row checks that the two coefficients agree.
+
+The width table (``--width``) times ``knn_graph`` (exact) against the floor of its approach, a plain fp32
+GEMM + ``topk`` of the same size (not exact), and a float64 ``cdist`` + ``topk`` (the reference whose edges
+it must reproduce), in one process, interleaved, best of ``--width-repeats``. Data: random ReLU features
+``relu(randn(N, D))`` (``--width-data relu``), or ten tight clusters whose centred norms are far above the
+neighbour distances (``clusters``: the hard case for a GEMM's rounding bound).
 """
 
 from __future__ import annotations
@@ -30,10 +37,15 @@ import torch
 
 from lightning_ricci import ricci_flow
 from lightning_ricci.geometry.geodesics import multi_source_bfs
-from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET
+from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET, exact_matmul, knn_graph
+
+WIDTHS = [64, 784, 4096, 16384, 32768, 65536, 131072]
+WIDTHS_N5000 = [64, 784, 4096, 16384, 32768]
 
 
-def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+def mlp_activations(
+    n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu"
+) -> list[torch.Tensor]:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     h = torch.randn(n, in_dim, generator=gen)
     layers = [h]
@@ -97,7 +109,19 @@ def row(cells: list[str]) -> str:
 def cpu_versus_reference(cases: list[tuple[int, int, int]], repeats: int) -> None:
     print("\n## CPU: ricci_flow vs dense scipy reference, same process, convention='baptista', k=10")
     print(f"machine: {platform.processor() or platform.machine()}, torch threads: {torch.get_num_threads()}")
-    print(row(["n", "layers", "width", "reference s", "ricci_flow s", "speed-up", "coefficient (ours / reference)"]))
+    print(
+        row(
+            [
+                "n",
+                "layers",
+                "width",
+                "reference s",
+                "ricci_flow s",
+                "speed-up",
+                "coefficient (ours / reference)",
+            ]
+        )
+    )
     print(row(["---"] * 7))
     for n, depth, width in cases:
         layers = mlp_activations(n, [width] * depth)
@@ -106,8 +130,19 @@ def cpu_versus_reference(cases: list[tuple[int, int, int]], repeats: int) -> Non
         t_ours, res = timed(lambda x=layers: ricci_flow(x, 10), "cpu", repeats)
         ours = res.coefficient  # type: ignore[attr-defined]
         agree = (math.isnan(ours) and math.isnan(ref)) or abs(ours - ref) < 1e-9  # type: ignore[arg-type]
-        print(row([str(n), f"784 + {depth}x{width}", str(width), f"{t_ref:.2f}", f"{t_ours:.3f}",
-                   f"{t_ref / t_ours:.1f}x", f"{ours:.6f} / {ref:.6f} {'ok' if agree else 'MISMATCH'}"]))
+        print(
+            row(
+                [
+                    str(n),
+                    f"784 + {depth}x{width}",
+                    str(width),
+                    f"{t_ref:.2f}",
+                    f"{t_ours:.3f}",
+                    f"{t_ref / t_ours:.1f}x",
+                    f"{ours:.6f} / {ref:.6f} {'ok' if agree else 'MISMATCH'}",
+                ]
+            )
+        )
         if not agree:
             raise SystemExit("coefficients disagree")
 
@@ -174,14 +209,21 @@ def _level_kernel_row(layers: list[torch.Tensor]) -> tuple[list[str], bool]:
         and all(torch.equal(x, y) for x, y in zip(a.masked_sums, b.masked_sums))  # type: ignore[attr-defined]
         and ((math.isnan(coef["torch"]) and math.isnan(coef["triton"])) or coef["torch"] == coef["triton"])
     )
-    cells = [f"{bfs_s['torch']:.4f}", f"{bfs_s['triton']:.4f}", f"{bfs_s['torch'] / bfs_s['triton']:.1f}x",
-             f"{flow_s['torch']:.4f}", f"{flow_s['triton']:.4f}",
-             f"{coef['torch']:.6f} / {coef['triton']:.6f} {'ok' if agree else 'MISMATCH'}"]
+    cells = [
+        f"{bfs_s['torch']:.4f}",
+        f"{bfs_s['triton']:.4f}",
+        f"{bfs_s['torch'] / bfs_s['triton']:.1f}x",
+        f"{flow_s['torch']:.4f}",
+        f"{flow_s['triton']:.4f}",
+        f"{coef['torch']:.6f} / {coef['triton']:.6f} {'ok' if agree else 'MISMATCH'}",
+    ]
     return cells, agree
 
 
 def scaling(device: str, sizes: list[int], depth: int, width: int, limit_s: float) -> None:
-    print(f"\n## Scaling on {device}: {depth} layers of width {width} (+ 784-D input), k=10, convention='baptista'")
+    print(
+        f"\n## Scaling on {device}: {depth} layers of width {width} (+ 784-D input), k=10, convention='baptista'"
+    )
     print(row(["n", "seconds", "peak GPU memory MB" if device == "cuda" else "process peak RSS MB"]))
     print(row(["---"] * 3))
     ns, ts = [], []
@@ -234,11 +276,91 @@ def cpu_memory_at_gpu_budget(n: int, depth: int, width: int) -> None:
     start = time.perf_counter()
     peak = cpu_peak_growth(call)
     seconds = time.perf_counter() - start
-    print(f"\n## Memory at the CUDA default budget ({budget / 2**30:.0f} GiB), on the CPU: n={n}, 784 + {depth}x{width}, k=10")
+    print(
+        f"\n## Memory at the CUDA default budget ({budget / 2**30:.0f} GiB), on the CPU: n={n}, 784 + {depth}x{width}, k=10"
+    )
     print(row(["n", "seconds", "activations GiB", "peak extra GiB", "coefficient"]))
     print(row(["---"] * 5))
     shown = "n/a" if peak is None else f"{peak / 1024:.2f}"
     print(row([str(n), f"{seconds:.1f}", f"{held:.2f}", shown, f"{out[0].coefficient:.6f}"]))
+
+
+def width_features(n: int, dim: int, data: str, device: str, seed: int = 0) -> torch.Tensor:
+    """[n, dim] float32: ``relu(randn)`` features, or ten tight clusters (centres 10x the spread)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if data == "relu":
+        return torch.relu(torch.randn(n, dim, generator=gen)).to(device)
+    centres = torch.randn(10, dim, generator=gen) * 10.0
+    return (centres[torch.arange(n) % 10] + torch.randn(n, dim, generator=gen)).to(device)
+
+
+def gemm_topk_floor(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Plain fp32 GEMM + ``topk`` (TF32 off): the floor of the GEMM approach, not exact."""
+    with exact_matmul():
+        sq = (x * x).sum(1)
+        d2 = torch.addmm(sq.unsqueeze(0), x, x.T, beta=1.0, alpha=-2.0).add_(sq.unsqueeze(1))
+    d2.fill_diagonal_(torch.inf)
+    return torch.topk(d2, k, dim=1, largest=False).indices
+
+
+def cdist64_topk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Float64 ``cdist`` + ``topk``: the reference edges (ties are absent from this data)."""
+    x64 = x.double()
+    d = torch.cdist(x64, x64)
+    d.fill_diagonal_(torch.inf)
+    return torch.topk(d, k, dim=1, largest=False).indices
+
+
+def width_table(device: str, n: int, dims: list[int], k: int, data: str, repeats: int) -> None:
+    """``knn_graph`` against the fp32 GEMM + topk floor and a float64 cdist + topk, by width D."""
+    print(f"\n## kNN by width on {device}: N={n}, k={k}, data={data!r}, best of {repeats}, one process")
+    print(f"torch threads: {torch.get_num_threads()}")
+    header = ["N", "D", "knn_graph s", "fp32 GEMM + topk s", "float64 cdist + topk s", "ratio knn / fp32"]
+    print(row([*header, "edges agreeing with float64"]))
+    print(row(["---"] * 7))
+    for dim in dims:
+        x = width_features(n, dim, data, device)
+        runs: dict[str, Callable[[], torch.Tensor]] = {
+            "knn": lambda x=x: knn_graph(x, k),
+            "floor": lambda x=x: gemm_topk_floor(x, k),
+            "f64": lambda x=x: cdist64_topk(x, k),
+        }
+        best = dict.fromkeys(runs, math.inf)
+        out: dict[str, torch.Tensor] = {}
+        for _ in range(repeats):  # interleaved, so that a busy machine slows all three alike
+            for name, fn in runs.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                out[name] = fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                best[name] = min(best[name], time.perf_counter() - start)
+        ref = out["f64"].cpu()
+        ref_keys = set((torch.arange(n).repeat_interleave(k) * n + ref.reshape(-1)).tolist())
+        ours = out["knn"].cpu()
+        agree = len(ref_keys & set((ours[0] * n + ours[1]).tolist())) / len(ref_keys)
+        exact = "" if agree == 1.0 and ours.shape[1] == len(ref_keys) else " MISMATCH"
+        print(
+            row(
+                [
+                    str(n),
+                    str(dim),
+                    f"{best['knn']:.3f}",
+                    f"{best['floor']:.3f}",
+                    f"{best['f64']:.3f}",
+                    f"{best['knn'] / best['floor']:.2f}",
+                    f"{agree:.6f}{exact}",
+                ]
+            ),
+            flush=True,
+        )
+        del x, out, runs
+
+
+def width_tables(device: str, max_dim: int, data: str, repeats: int) -> None:
+    width_table(device, 1000, [d for d in WIDTHS if d <= max_dim], 50, data, repeats)
+    width_table(device, 5000, [d for d in WIDTHS_N5000 if d <= max_dim], 50, data, repeats)
 
 
 def _rss_mb() -> float:
@@ -248,7 +370,9 @@ def _rss_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small cases only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU tables (for a CUDA machine)")
@@ -259,8 +383,24 @@ def main() -> None:
         metavar="N",
         help="only: time and peak memory of one n=N call (784 + 7x512) on the CPU with the CUDA memory budget",
     )
+    parser.add_argument(
+        "--width", action="store_true", help="only: the kNN width table (with --gpu-only: on CUDA)"
+    )
+    parser.add_argument(
+        "--width-max-d", type=int, default=WIDTHS[-1], metavar="D", help="widest D in the width table"
+    )
+    parser.add_argument(
+        "--width-data", choices=["relu", "clusters"], default="relu", help="data of the width table"
+    )
+    parser.add_argument("--width-repeats", type=int, default=2, help="timed runs per width-table cell")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.width:
+        device = "cuda" if args.gpu_only else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--gpu-only: no CUDA device")
+        width_tables(device, args.width_max_d, args.width_data, args.width_repeats)
+        return
     if args.cpu_memory:
         cpu_memory_at_gpu_budget(args.cpu_memory, 7, 512)
         return

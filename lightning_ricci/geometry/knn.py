@@ -2,57 +2,140 @@
 
 Shape symbols: N points, D features, M distinct points, E directed edges.
 
-The default backend is exact: a blocked GEMM on centred features (TF32 off) proposes ``k + margin``
-candidates per point, their distances are recomputed from differences in float64, and a rigorous
-bound on the GEMM's rounding error proves that no point outside the candidates can be closer than the
-k-th neighbour. Rows the bound cannot certify are retried with more candidates. Identical rows
-(dead-ReLU activations are often all zero) are merged first and counted with their multiplicity, so
-ties at the k-th distance cost nothing extra.
+The default backend (``"gemm"``) is exact at every width D:
+
+1. A float32 GEMM on centred features estimates all squared distances. The feature dimension is cut
+   into chunks of :data:`GEMM_CHUNK` columns whose float32 products are summed in float64, so the
+   rigorous rounding bound grows with the chunk length, not with D (a plain float32 GEMM's bound grows
+   with D and, on wide layers, cannot separate anything). The float32 matrix is symmetric: only the
+   blocks on and above the diagonal are multiplied when it fits the memory budget.
+2. Every candidate gets an interval ``estimate +- bound``; the k-th smallest lower and upper ends
+   bracket the exact k-th distance. Candidates certainly inside or outside are decided from the
+   estimate alone; a row whose undecided candidates number exactly what it still needs takes them all.
+3. Only the remaining undecided pairs (a few per row, or the genuinely tied ones) are recomputed in
+   float64 from differences, in blocks, which decides ties exactly.
+
+Identical rows (dead-ReLU activations are often all zero) are merged first and counted with their
+multiplicity. Features of any finite magnitude are accepted: values too large or too small for the
+float32 estimates are rescaled by a power of two, which leaves every comparison unchanged.
 
 Two tie rules are offered:
 
 * ``ties="keep"``: every point at a distance <= the k-th smallest distance is a neighbour, as R's
-  ``cccd::nng`` builds it (Baptista et al.). The out-degree can exceed k.
-* ``ties="first"``: exactly k neighbours; points tied at the k-th distance are taken by lowest index.
-  scikit-learn's ``kneighbors_graph`` (Hehl et al.) also returns k, with a tie order that depends on its
-  search algorithm; on tie-free data the two agree.
+  ``cccd::nng`` builds it (Baptista et al.). The out-degree can exceed k. On coincident rows this is
+  quadratic: c copies of one row are all at distance 0 from each other, so each copy has the other
+  c - 1 as neighbours whatever k is, and the layer has at least c (c - 1) edges (a layer with half of
+  its N rows at zero has about N^2 / 4). The edge count is estimated before the edges are built and
+  checked against an edge budget (``max_edges``, default :data:`EDGE_BUDGET_PER_POINT_AND_K` * N * k).
+* ``ties="first"``: exactly k neighbours; points tied at the k-th distance are taken by lowest index
+  (``convention="hehl"``), so a layer has N k edges however many rows coincide. scikit-learn's
+  ``kneighbors_graph`` (Hehl et al.) also returns k, with a tie order that depends on its search
+  algorithm; on tie-free data the two agree. A layer whose points all coincide gets the complete graph
+  under both rules.
+
+Backends are declared once, in :data:`KNN_BACKEND_SPECS`, with what they support.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Literal
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from lightning_ricci.geometry._checks import check_choice, check_features, check_int
+from lightning_ricci.geometry._checks import check_choice, check_features, check_finite, check_int
 
 Ties = Literal["keep", "first"]
 KnnBackend = Literal["auto", "gemm", "torch_cluster"]
 
-KNN_BACKENDS = ("auto", "gemm", "torch_cluster")
-_TIES = ("keep", "first")
-# Default scratch memory for the float32 distance blocks; the whole [M, M] matrix is formed (to use its
-# symmetry) when it fits.
+KNN_BACKENDS: tuple[str, ...] = get_args(KnnBackend)
+_TIES: tuple[str, ...] = get_args(Ties)
+# Default scratch memory for the distance blocks; the whole [M, M] float32 matrix is formed (to use its
+# symmetry and keep it for retries) when it fits.
 DEFAULT_MEMORY_BUDGET = {"cpu": 1 << 28, "cuda": 1 << 31}
+# Features per float32 GEMM whose products are summed in float64: the rounding bound of the estimates
+# grows with this length instead of D.
+GEMM_CHUNK = 512
+# Default edge budget of one graph under the keep-ties rule, per point and per neighbour: 20 N k.
+EDGE_BUDGET_PER_POINT_AND_K = 20
 # Elements of one [pairs, D] float64 block of exact differences.
 _EXACT_ELEMENTS = 1 << 18
+# Rows of one float32 block of the symmetric Gram matrix.
+_GRAM_ROWS = 256
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+_edge_budget_warned = False
 
 
-def knn_graph(x: Tensor, k: int, *, ties: Ties = "first", backend: KnnBackend = "auto") -> Tensor:
+EdgeCheck = Callable[[int, str], None]
+
+
+class KnnEdgeBudgetWarning(UserWarning):
+    """A keep-ties kNN graph has more edges than its edge budget (many coincident or equidistant rows)."""
+
+
+@dataclass(frozen=True)
+class KnnBackendSpec:
+    """One kNN backend and what it supports.
+
+    Attributes:
+        name (str): the value of ``backend`` / ``knn_backend`` that selects it.
+        search (Callable): ``search(x, k, keep_ties, budget, check_edges) -> (edge_index, constant)`` on
+            [N, D] features; ``check_edges(count, why)`` is called with the edge count before a
+            keep-ties graph is built. A backend without tie support returns exactly k neighbours.
+        supports_keep_ties (bool): whether it implements the keep-all-ties rule. When it does not,
+            :func:`knn_edges` asks it for one more neighbour and refuses ``keep_ties=True`` on data with
+            a tie at the k-th distance (the result would differ from the rule).
+        devices (tuple[str, ...] | None): device types it runs on (``None``: any device torch runs on).
+        max_k (Mapping[str, int]): per device type, the largest number of neighbours it can return.
+        summary (str): one line for the docs.
+    """
+
+    name: str
+    search: Callable[[Tensor, int, bool, int, EdgeCheck], tuple[Tensor, bool]]
+    supports_keep_ties: bool
+    devices: tuple[str, ...] | None = None
+    max_k: Mapping[str, int] = field(default_factory=dict)
+    summary: str = ""
+
+
+def knn_graph(
+    x: Tensor,
+    k: int,
+    *,
+    ties: Ties = "first",
+    backend: KnnBackend = "auto",
+    max_edges: int | None = None,
+    strict: bool = False,
+) -> Tensor:
     """Directed k-nearest-neighbour graph of a point cloud, without self-loops.
 
     Args:
         x (Tensor): [N, ...] float32 or float64 points; trailing dimensions are flattened.
-            A 1-D tensor is read as N points with one feature.
+            A 1-D tensor is read as N points with one feature. Any finite magnitude is accepted.
         k (int): neighbours per point, ``1 <= k < N``.
         ties (str): ``"keep"`` keeps every point tied at the k-th distance (R's ``cccd::nng``);
             ``"first"`` keeps exactly k, breaking ties by lowest index. Default: ``"first"``.
+            A cloud whose points all coincide gets the complete graph, N (N - 1) edges, under both rules
+            (every point is tied with every other).
         backend (str): ``"gemm"`` (exact blocked GEMM, the default of ``"auto"``) or
             ``"torch_cluster"`` (``torch_cluster.knn``; exactly k neighbours in the library's tie
-            order, ``k <= 99`` on CUDA). Default: ``"auto"``.
+            order, ``k <= 99`` on CUDA; with ``ties="keep"`` it refuses data tied at the k-th distance).
+            Default: ``"auto"``.
+        max_edges (int | None): edge budget of the graph under ``ties="keep"``, where coincident rows
+            make the edge count quadratic (see the module docs). Above it a :class:`KnnEdgeBudgetWarning`
+            with the count is issued once per process, or a ``ValueError`` with ``strict=True``; the
+            count is estimated before the edges are built. Default: ``None``, meaning
+            :data:`EDGE_BUDGET_PER_POINT_AND_K` * N * k.
+        strict (bool): raise instead of warning when the edge budget is exceeded. Default: False.
 
     Returns:
         Tensor: [2, E] long on ``x.device``; ``edge_index[1]`` lists the neighbours of
@@ -64,26 +147,107 @@ def knn_graph(x: Tensor, k: int, *, ties: Ties = "first", backend: KnnBackend = 
         tensor([[0, 1, 1, 2, 3],
                 [1, 0, 2, 1, 2]])
     """
-    x = check_features("x", x, allow_1d=True)
+    x = check_features("x", x, allow_1d=True, finite=False)
+    _check_finite(x)
     k = check_int("k", k, low=1, high=x.shape[0])
     check_choice("ties", ties, _TIES)
     check_choice("backend", backend, KNN_BACKENDS)
-    edge_index, _ = knn_edges(x, k, keep_ties=ties == "keep", backend=backend)
+    if max_edges is not None:
+        max_edges = check_int("max_edges", max_edges, low=1)
+    if not isinstance(strict, bool):
+        raise TypeError(f"`strict` must be a bool (got {type(strict).__name__})")
+    edge_index, _ = knn_edges(
+        x,
+        k,
+        keep_ties=ties == "keep",
+        backend=backend,
+        max_edges=max_edges,
+        strict=strict,
+        _names=("backend", "ties='keep'"),
+    )
     return edge_index
 
 
 def knn_edges(
-    x: Tensor, k: int, *, keep_ties: bool, backend: KnnBackend = "auto", memory_budget: int | None = None
+    x: Tensor,
+    k: int,
+    *,
+    keep_ties: bool,
+    backend: KnnBackend = "auto",
+    memory_budget: int | None = None,
+    max_edges: int | None = None,
+    strict: bool = False,
+    _names: tuple[str, str] = ("knn_backend", "keep_ties=True"),
 ) -> tuple[Tensor, bool]:
-    """Unchecked :func:`knn_graph` on [N, D] features; also says whether all points coincide.
+    """Unchecked :func:`knn_graph` on finite [N, D] features; also says whether all points coincide.
 
     A layer whose points all coincide gets the complete graph under both tie rules. ``memory_budget``
-    bounds the bytes of one block of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`).
+    bounds the bytes of the blocks of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`); a
+    centred float32 copy of the features comes on top. ``max_edges`` and ``strict`` are the keep-ties
+    edge budget of :func:`knn_graph`.
+
+    Raises:
+        ValueError: ``backend`` cannot serve this device, this ``k`` or tied data under ``keep_ties``;
+            or the edge budget is exceeded with ``strict=True``.
     """
-    if backend == "torch_cluster":
-        return _knn_torch_cluster(x, k)
-    budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(x.device.type, DEFAULT_MEMORY_BUDGET["cuda"])
-    return _knn_exact(x, k, keep_ties=keep_ties, budget=budget)
+    spec = KNN_BACKEND_SPECS["gemm" if backend == "auto" else backend]
+    _name = _names[0]
+    device = x.device.type
+    if spec.devices is not None and device not in spec.devices:
+        raise ValueError(
+            f"`{_name}={spec.name!r}` runs on {', '.join(spec.devices)} only (got a tensor on {device}); "
+            f"use `{_name}='gemm'`"
+        )
+    n = x.shape[0]
+    check_ties = keep_ties and not spec.supports_keep_ties and k + 1 < n
+    asked = k + 1 if check_ties else k
+    limit = spec.max_k.get(device)
+    if limit is not None and asked > limit:
+        extra = (
+            " and `keep_ties=True` (one neighbour more is searched to check for ties)" if check_ties else ""
+        )
+        raise ValueError(
+            f"`k` must be <= {limit - (asked - k)} with `{_name}={spec.name!r}` on {device}{extra}: it returns "
+            f"at most {limit} neighbours (got {k}); use `{_name}='gemm'`"
+        )
+    budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(device, DEFAULT_MEMORY_BUDGET["cuda"])
+    edge_budget = max_edges if max_edges is not None else EDGE_BUDGET_PER_POINT_AND_K * n * k
+
+    def check_edges(count: int, why: str) -> None:
+        if keep_ties and count > edge_budget:
+            _over_edge_budget(count, edge_budget, strict, n, k, why)
+
+    if not check_ties:
+        return spec.search(x, k, keep_ties and spec.supports_keep_ties, budget, check_edges)
+    edges, constant = spec.search(x, k + 1, False, budget, check_edges)
+    if not constant:
+        edges = _drop_farthest_unless_tied(x, edges, k, _names, spec.name)
+    return edges, constant
+
+
+def _over_edge_budget(count: int, budget: int, strict: bool, n: int, k: int, why: str) -> None:
+    message = (
+        f"the keep-ties kNN graph (N = {n}, k = {k}) has {count:,} directed edges, above the edge budget "
+        f"`max_edges` = {budget:,} ({EDGE_BUDGET_PER_POINT_AND_K} N k by default): {why}. Keeping every tie "
+        "makes c coincident rows c (c - 1) edges whatever k is; `ties='first'` (convention='hehl') keeps "
+        "exactly k per point"
+    )
+    if strict:
+        raise ValueError(message)
+    global _edge_budget_warned
+    if not _edge_budget_warned:
+        _edge_budget_warned = True
+        warnings.warn(message, KnnEdgeBudgetWarning, stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside the geometry package, as seen from the caller."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @contextlib.contextmanager
@@ -103,6 +267,189 @@ def exact_matmul() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
+def _abs_max(x: Tensor) -> float:
+    """``max |x|`` in one pass, without a temporary of the size of ``x``."""
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
+
+
+def _check_finite(x: Tensor) -> None:
+    """``check_finite`` with a fast path: a NaN or an Inf makes the sum non-finite, so only a non-finite
+    sum (also the overflow of a sum of huge finite values) needs the elementwise check."""
+    total = float(x.sum())
+    if not math.isfinite(total):
+        check_finite("x", x)
+
+
+def _power_of_two_scale(amax: float, low: float, high: float) -> float:
+    """``2**-e`` with ``amax * 2**-e`` in [0.5, 1) when ``amax`` lies outside [low, high], else 1."""
+    if amax == 0.0 or low <= amax <= high:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(amax)[1])
+
+
+class _Estimates:
+    """Float32 estimates of the squared distances between the rows of ``x``, with a rigorous bound.
+
+    ``estimate(i, j)`` is within ``coef * (norm[i] + norm[j]) ** 2 + floor`` of the squared distance of
+    ``x[i]`` and ``x[j]`` (rescaled by ``scale ** 2``), and of the float64 difference formula that
+    decides ties. The bound, term by term (u = 2^-24, v = 2^-53, c = :data:`GEMM_CHUNK`, P chunks):
+
+    * products of one chunk: ``gamma_c * |a| |b|`` (any summation order, FMA or not); the float64 sum of
+      the P chunk values: ``2 P v |a| |b|``; 2 |a| |b| <= (|a| + |b|)^2 / 2;
+    * the squared norms, summed in float64 from exact float64 products: ``gamma_D(v) (|a|^2 + |b|^2)``;
+    * the float32 assembly ``|a|^2 + |b|^2 - 2 a.b`` and its four roundings: ``4 u (|a| + |b|)^2``;
+    * the rounding of the centred (and rescaled) features to float32, at most one float32 and one
+      float64 rounding per value: ``2.0001 u (|a| + |b|)^2``;
+    * the float64 difference formula itself: ``2 gamma_D(v) (|a| + |b|)^2``;
+    * underflow (products, partial sums or centred values below float32's normal range, also with
+      flush-to-zero): ``floor = (D + 4) 2^-118 max(1, max|x|)^2``.
+
+    The sum is multiplied by 1.05 for the rounding of the norms themselves.
+    """
+
+    def __init__(self, x: Tensor, budget: int) -> None:
+        m, dim = x.shape
+        self.m, self.dim, self.budget = m, dim, budget
+        amax = _abs_max(x)
+        self.scale = _power_of_two_scale(amax, 2.0**-20, 2.0**20)
+        # Exact differences in float64 only need rescaling where their squares leave float64's range.
+        self.exact_scale = 1.0
+        if x.dtype == torch.float64:
+            self.exact_scale = _power_of_two_scale(amax, 2.0**-480, 2.0**480)
+        self.x = x
+        rows = max(1, budget // max(1, 8 * dim))
+        small = max(1, _EXACT_ELEMENTS // max(1, dim))  # rows of a cache-sized float64 block
+        with torch.no_grad():
+            if x.dtype == torch.float32 and self.scale == 1.0:
+                xc = x - x.mean(dim=0, keepdim=True)
+            else:  # float64 features or a rescaling: centre in float64, block by block
+                mean = torch.zeros(1, dim, dtype=torch.float64, device=x.device)
+                for s in range(0, m, rows):
+                    mean += (x[s : s + rows].double() * self.scale).sum(dim=0, keepdim=True)
+                mean /= m
+                xc = torch.empty(m, dim, dtype=torch.float32, device=x.device)
+                for s in range(0, m, rows):
+                    xc[s : s + rows] = (x[s : s + rows].double() * self.scale - mean).float()
+            self.xc = xc
+            sq = torch.empty(m, dtype=torch.float64, device=x.device)
+            buf = torch.empty(min(m, small), dim, dtype=torch.float64, device=x.device)
+            for s in range(0, m, small):
+                block = buf[: min(small, m - s)].copy_(xc[s : s + small])
+                sq[s : s + small] = block.pow_(2).sum(dim=1)
+        self.sq32 = sq.float()
+        self.norm = sq.sqrt()
+        self.norm_max = float(self.norm.max())
+        chunk = min(GEMM_CHUNK, dim)
+        pieces = -(-dim // chunk)
+        gamma = chunk * _U32 / (1 - chunk * _U32)
+        gamma_d64 = dim * _U64 / (1 - dim * _U64)
+        self.coef = 1.05 * ((gamma + 2 * pieces * _U64) / 2 + 3 * gamma_d64 + 4 * _U32 + 2.0001 * _U32)
+        self.floor = (dim + 4) * 2.0**-118 * max(1.0, amax * self.scale) ** 2
+        self.full: Tensor | None = None
+        if 4 * m * m + 16 * _GRAM_ROWS * m <= budget:
+            self.full = self._symmetric()
+
+    def bound(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """[R, C] float64 bound on |estimate - exact| for the pairs (``rows[r]``, ``cols[r, c]``)."""
+        return self.coef * (self.norm[rows].unsqueeze(1) + self.norm[cols]) ** 2 + self.floor
+
+    def bound_outside(self, rows: Tensor) -> Tensor:
+        """[R] float64 bound valid for every pair of ``rows[r]`` with any other row."""
+        return self.coef * (self.norm[rows] + self.norm_max) ** 2 + self.floor
+
+    def _gram(self, a: Tensor, b: Tensor) -> Tensor:
+        """``a @ b.T`` in float32 from chunks of :data:`GEMM_CHUNK` features summed in float64."""
+        if self.dim <= GEMM_CHUNK:
+            return a @ b.T
+        acc = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+        part = torch.empty(a.shape[0], b.shape[0], dtype=torch.float32, device=a.device)
+        for s in range(0, self.dim, GEMM_CHUNK):
+            torch.mm(a[:, s : s + GEMM_CHUNK], b[:, s : s + GEMM_CHUNK].T, out=part)
+            acc += part
+        return acc.float()
+
+    def _symmetric(self) -> Tensor:
+        """All [M, M] estimates from the Gram blocks on and above the diagonal (the diagonal is inf)."""
+        m, xc = self.m, self.xc
+        if self.dim <= GEMM_CHUNK:  # one GEMM: the copies of the transposed blocks would cost more
+            with exact_matmul():
+                out = xc @ xc.T
+            out.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32.unsqueeze(1))
+            out.fill_diagonal_(torch.inf)
+            return out
+        out = torch.empty(m, m, dtype=torch.float32, device=xc.device)
+        step = _GRAM_ROWS
+        with exact_matmul():
+            for start in range(0, m, step):
+                stop = min(m, start + step)
+                block = self._gram(xc[start:stop], xc[start:])
+                out[start:stop, start:] = block
+                out[stop:, start:stop] = block[:, stop - start :].T
+        out.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32.unsqueeze(1))
+        out.fill_diagonal_(torch.inf)
+        return out
+
+    def nearest(self, rows: Tensor, count: int) -> tuple[Tensor, Tensor]:
+        """The ``count`` smallest estimates of every row in ``rows`` to the other rows: float64 values
+        and indices, [R, count], sorted."""
+        if self.full is not None:
+            every = rows.numel() == self.m and bool((rows == torch.arange(self.m, device=rows.device)).all())
+            v, i = torch.topk(
+                self.full if every else self.full[rows], count, dim=1, largest=False, sorted=True
+            )
+            return v.double(), i
+        m = self.m
+        step = max(1, self.budget // (16 * m))
+        values, indices = [], []
+        with exact_matmul():
+            for start in range(0, rows.numel(), step):
+                q = rows[start : start + step]
+                d2 = self._gram(self.xc[q], self.xc)
+                d2.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32[q].unsqueeze(1))
+                d2[torch.arange(q.numel(), device=q.device), q] = torch.inf
+                v, i = torch.topk(d2, count, dim=1, largest=False, sorted=True)
+                values.append(v.double())
+                indices.append(i)
+        return torch.cat(values), torch.cat(indices)
+
+    def exact(self, a: Tensor, b: Tensor) -> Tensor:
+        """[P] squared distances of the pairs (``a``, ``b``) from float64 differences of the features.
+
+        The same formula as every other exact distance of the package (tie decisions must agree);
+        blocks of :data:`_EXACT_ELEMENTS` keep the gathered rows in cache.
+        """
+        return exact_sq_distances(self.x, a, b, self.exact_scale)
+
+
+def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
+    """[P] squared distances between ``x[a]`` and ``x[b]`` (paired) from float64 differences.
+
+    ``scale`` (a power of two) multiplies the differences before squaring, for float64 features whose
+    squares would leave float64's range. Small blocks keep the gathered rows in cache.
+    """
+    step = max(1, _EXACT_ELEMENTS // max(x.shape[1], 1))
+    out = []
+    # Reused buffers: a fresh large block per step would cost page faults on the CPU.
+    size = (min(step, a.numel()), x.shape[1])
+    gathered = torch.empty(size, dtype=x.dtype, device=x.device)
+    da = torch.empty(size, dtype=torch.float64, device=x.device)
+    db = da if x.dtype == torch.float64 else torch.empty(size, dtype=torch.float64, device=x.device)
+    for s in range(0, a.numel(), step):
+        ia, ib = a[s : s + step], b[s : s + step]
+        p = ia.numel()
+        if x.dtype == torch.float64:
+            d = torch.index_select(x, 0, ia, out=da[:p])
+            d.sub_(torch.index_select(x, 0, ib, out=gathered[:p]))
+        else:
+            d = da[:p].copy_(torch.index_select(x, 0, ia, out=gathered[:p]))
+            d.sub_(db[:p].copy_(torch.index_select(x, 0, ib, out=gathered[:p])))
+        if scale != 1.0:
+            d.mul_(scale)
+        out.append(d.pow_(2).sum(-1))
+    return torch.cat(out) if out else x.new_zeros(0, dtype=torch.float64)
+
+
 def _complete_graph(n: int, device: torch.device) -> Tensor:
     i = torch.arange(n, device=device).repeat_interleave(n - 1)
     j = torch.arange(n * (n - 1), device=device) % (n - 1)
@@ -120,7 +467,9 @@ def _ranks_within(keys: Tensor) -> Tensor:
     return pos - start
 
 
-def _expand(owner: Tensor, group: Tensor, counts: Tensor, gstart: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+def _expand(
+    owner: Tensor, group: Tensor, counts: Tensor, gstart: Tensor, members: Tensor
+) -> tuple[Tensor, Tensor]:
     """Replace every (owner, group) pair by (owner, j) for each member j of the group, in index order."""
     sizes = counts[group]
     total = int(sizes.sum())
@@ -131,61 +480,29 @@ def _expand(owner: Tensor, group: Tensor, counts: Tensor, gstart: Tensor, member
     return owner_rep, members[base + offset]
 
 
-def _candidate_distances(
-    xc: Tensor, sq: Tensor, rows: Tensor, num_candidates: int, budget: int
-) -> tuple[Tensor, Tensor]:
-    """GEMM estimate of the ``num_candidates`` nearest other rows of ``rows``: (values, indices), sorted."""
-    m = xc.shape[0]
-    elements = max(1, budget // (2 * xc.element_size()))
-    if rows.numel() == m and m * m <= elements:
-        d2 = _symmetric_gram(xc)
-        d2.mul_(-2.0).add_(sq.unsqueeze(0)).add_(sq.unsqueeze(1))
-        d2.fill_diagonal_(torch.inf)
-        return torch.topk(d2, num_candidates, dim=1, largest=False, sorted=True)
-    step = max(1, elements // max(m, 1))
-    values, indices = [], []
-    for start in range(0, rows.numel(), step):
-        q = rows[start : start + step]
-        d2 = torch.addmm(sq.unsqueeze(0), xc[q], xc.T, beta=1.0, alpha=-2.0).add_(sq[q].unsqueeze(1))
-        d2[torch.arange(q.numel(), device=q.device), q] = torch.inf
-        v, i = torch.topk(d2, num_candidates, dim=1, largest=False, sorted=True)
-        values.append(v)
-        indices.append(i)
-    return torch.cat(values), torch.cat(indices)
-
-
-def _symmetric_gram(xc: Tensor) -> Tensor:
-    """``xc @ xc.T`` from the blocks on and above the diagonal only (about 60 % of the flops)."""
-    m = xc.shape[0]
-    out = xc.new_empty(m, m)
-    step = max(256, -(-m // 6))
-    for start in range(0, m, step):
-        stop = min(m, start + step)
-        block = xc[start:stop] @ xc[start:].T
-        out[start:stop, start:] = block
-        out[stop:, start:stop] = block[:, stop - start :].T
-    return out
-
-
-def _exact_sq_distances(x64: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """Squared distances between ``x64[a]`` and ``x64[b]`` (paired, [P]) from float64 differences.
-
-    Small chunks keep the gathered rows in cache and reuse the allocator's blocks; one large gather is
-    several times slower on the CPU.
-    """
-    step = max(1, _EXACT_ELEMENTS // max(x64.shape[1], 1))
-    out = [
-        (x64[a[s : s + step]] - x64[b[s : s + step]]).pow_(2).sum(-1) for s in range(0, a.numel(), step)
-    ]
-    return torch.cat(out) if out else x64.new_zeros(0)
-
-
 def _segment_first(seg: Tensor, flag: Tensor, num_segments: int) -> Tensor:
     """Index of the first ``True`` of ``flag`` inside every segment of the sorted ``seg`` ([num_segments])."""
     pos = torch.arange(seg.numel(), device=seg.device)
     pos = torch.where(flag, pos, torch.full_like(pos, seg.numel()))
     first = torch.full((num_segments,), seg.numel(), dtype=torch.long, device=seg.device)
     return first.scatter_reduce_(0, seg, pos, reduce="amin")
+
+
+def _bracket(lo: Tensor, hi: Tensor, mult: Tensor, need: Tensor) -> tuple[Tensor, Tensor]:
+    """[R] bounds ``(lower, upper)`` on the ``need[r]``-th smallest exact value of row r, with multiplicity.
+
+    The entries of a row are sorted by their estimate, and entry j's exact value lies in
+    ``[lo[r, j], hi[r, j]]``. Let p be the first position where the multiplicities reach ``need``: the
+    entries up to p are ``need`` values, all <= ``max(hi[:p + 1])``; any ``need`` entries include one at
+    or after p, so the ``need``-th smallest is >= ``min(lo[p:])``. ``upper`` is inf where the row holds
+    fewer than ``need``.
+    """
+    pos = (mult.cumsum(dim=1) < need.unsqueeze(1)).sum(dim=1, keepdim=True)
+    col = torch.arange(lo.shape[1], device=lo.device).unsqueeze(0)
+    upper = torch.where(col <= pos, hi, torch.full_like(hi, -torch.inf)).amax(dim=1)
+    lower = torch.where(col >= pos, lo, torch.full_like(lo, torch.inf)).amin(dim=1)
+    upper = torch.where(pos.squeeze(1) < lo.shape[1], upper, torch.full_like(upper, torch.inf))
+    return lower, upper
 
 
 def _select_groups(
@@ -206,109 +523,117 @@ def _select_groups(
     (only for ``keep_ties=False``), of which ``remaining[q]`` points, lowest index first, complete the k.
     With ``detect_duplicates``, returns ``None`` as soon as two rows of ``uniq`` are found equal.
 
-    The GEMM estimate ``a`` of a squared distance is within ``tau`` of the exact value, so the exact
-    cut-off (the ``need``-th smallest, with multiplicity) is within ``tau`` of the estimated one
-    ``a_k``. Candidates estimated below ``a_k - 2 tau`` are certainly in, those above ``a_k + 2 tau``
-    certainly out; only the few in between are recomputed exactly, in float64 from differences.
+    Every candidate's exact squared distance lies in ``[lo, hi] = estimate -+ bound``. The exact cut-off
+    r (the ``need``-th smallest, with multiplicity) lies in a bracket read off these intervals
+    (:func:`_bracket`): candidates with ``hi`` below it are certainly in, those with ``lo`` above it
+    certainly out. A row whose undecided candidates hold exactly the number it
+    still needs takes them all; only the other rows' undecided pairs are recomputed exactly.
     """
-    m, dim = uniq.shape
-    unit_roundoff = torch.finfo(uniq.dtype).eps / 2
-    with exact_matmul():
-        xc = uniq - uniq.mean(dim=0, keepdim=True)
-        sq = (xc * xc).sum(dim=1)
-    x64 = uniq.double()
-    norms = sq.double().sqrt()
-    # Bound on |GEMM estimate - exact squared distance| with a factor 2 of slack: dot product, norms,
-    # their sum, and the rounding of the centring.
-    tau = 2.0 * (dim + 8) * unit_roundoff * (norms[rows] + norms.max()) ** 2
-
-    full_u, full_g, tied_u, tied_g = [], [], [], []
-    remaining = torch.zeros_like(need)
-    num_candidates = min(m - 1, k + max(8, k // 2))
+    m = uniq.shape[0]
+    est = _Estimates(uniq, budget)
+    full_u, full_g, und_q, und_g = [], [], [], []
+    need_rem = need.clone()
+    num_candidates = min(m - 1, k + max(4, k // 8))
     pending = torch.arange(rows.numel(), device=uniq.device)
     while pending.numel():
-        approx, cand = _candidate_distances(xc, sq, rows[pending], num_candidates, budget)
-        approx = approx.double()
+        q_rows = rows[pending]
+        approx, cand = est.nearest(q_rows, num_candidates)
+        tau = est.bound(q_rows, cand)
+        lo, hi = approx - tau, approx + tau
         if detect_duplicates:
-            dr, dc = (approx <= tau[pending].unsqueeze(1)).nonzero(as_tuple=True)
-            if dr.numel() and bool((_exact_sq_distances(x64, rows[pending][dr], cand[dr, dc]) == 0).any()):
+            dr, dc = (lo <= 0).nonzero(as_tuple=True)
+            if dr.numel() and bool((est.exact(q_rows[dr], cand[dr, dc]) == 0).any()):
                 return None
             detect_duplicates = False
         mult = counts[cand]
         nd = need[pending]
-        pos = (mult.cumsum(dim=1) < nd.unsqueeze(1)).sum(dim=1)
-        a_k = approx.gather(1, pos.clamp(max=num_candidates - 1).unsqueeze(1)).squeeze(1)
-        lo = (a_k - 2 * tau[pending]).unsqueeze(1)
-        hi = (a_k + 2 * tau[pending]).unsqueeze(1)
-        certified = pos < num_candidates
+        lower, upper = _bracket(lo, hi, mult, nd)
+        certified = torch.isfinite(upper)
         if num_candidates < m - 1:
-            certified &= approx[:, -1:].squeeze(1) > hi.squeeze(1)
+            certified &= approx[:, -1] - est.bound_outside(q_rows) > upper
         ok = certified.nonzero().squeeze(1)
-        approx, cand, mult, lo, hi, q_ok = approx[ok], cand[ok], mult[ok], lo[ok], hi[ok], pending[ok]
-        u_ok = rows[q_ok]
-
-        inside = approx < lo
+        lo, hi, mult, cand, q_ok = lo[ok], hi[ok], mult[ok], cand[ok], pending[ok]
+        lower, upper = lower[ok], upper[ok]
+        inside = hi < lower.unsqueeze(1)
+        undecided = ~inside & (lo <= upper.unsqueeze(1))
+        zero = torch.zeros_like(mult)
+        rem = nd[ok] - torch.where(inside, mult, zero).sum(dim=1)
+        all_in = torch.where(undecided, mult, zero).sum(dim=1) == rem
+        inside |= undecided & all_in.unsqueeze(1)
+        undecided &= ~all_in.unsqueeze(1)
         r, c = inside.nonzero(as_tuple=True)
-        full_u.append(u_ok[r])
+        full_u.append(rows[q_ok[r]])
         full_g.append(cand[r, c])
-        # Exact distances for the band, sorted by (row, distance).
-        br, bc = ((approx >= lo) & (approx <= hi)).nonzero(as_tuple=True)
-        bg = cand[br, bc]
-        exact = _exact_sq_distances(x64, u_ok[br], bg)
-        order = torch.argsort(exact, stable=True)
-        order = order[torch.argsort(br[order], stable=True)]
-        br, bg, exact = br[order], bg[order], exact[order]
-        bmult = counts[bg]
-        need_rem = need[q_ok] - torch.where(inside, mult, torch.zeros_like(mult)).sum(dim=1)
-        seg_start = _segment_first(br, torch.ones_like(br, dtype=torch.bool), ok.numel())
-        cum = bmult.cumsum(0)
-        before = torch.where(seg_start > 0, cum[(seg_start - 1).clamp(min=0)], torch.zeros_like(seg_start))
-        reached = cum - before[br] >= need_rem[br]
-        cut = exact[_segment_first(br, reached, ok.numel())][br]
-        take = exact <= cut if keep_ties else exact < cut
-        full_u.append(u_ok[br[take]])
-        full_g.append(bg[take])
-        if not keep_ties:
-            taken = torch.zeros_like(need_rem).index_add_(0, br[take], bmult[take])
-            remaining[q_ok] = need_rem - taken
-            tie = exact == cut
-            tied_u.append(u_ok[br[tie]])
-            tied_g.append(bg[tie])
+        r, c = undecided.nonzero(as_tuple=True)
+        und_q.append(q_ok[r])
+        und_g.append(cand[r, c])
+        need_rem[q_ok] = rem
         pending = pending[~certified]
         num_candidates = min(m - 1, 4 * num_candidates)
+
+    remaining = torch.zeros_like(need)
+    tied_u, tied_g = rows.new_zeros(0), rows.new_zeros(0)
     empty = rows.new_zeros(0)
-    return (
-        torch.cat(full_u) if full_u else empty,
-        torch.cat(full_g) if full_g else empty,
-        torch.cat(tied_u) if tied_u else empty,
-        torch.cat(tied_g) if tied_g else empty,
-        remaining,
-    )
+    bq, bg = torch.cat([empty, *und_q]), torch.cat([empty, *und_g])
+    if bq.numel():
+        # Exact distances of the undecided pairs, sorted by (row, distance).
+        exact = est.exact(rows[bq], bg)
+        order = torch.argsort(exact, stable=True)
+        order = order[torch.argsort(bq[order], stable=True)]
+        bq, bg, exact = bq[order], bg[order], exact[order]
+        bmult = counts[bg]
+        num = rows.numel()
+        seg_start = _segment_first(bq, torch.ones_like(bq, dtype=torch.bool), num)
+        cum = bmult.cumsum(0)
+        before = torch.where(seg_start > 0, cum[(seg_start - 1).clamp(min=0)], torch.zeros_like(seg_start))
+        reached = cum - before[bq] >= need_rem[bq]
+        first = _segment_first(bq, reached, num)[bq]
+        if bool((first >= bq.numel()).any()):  # pragma: no cover - would mean a wrong rounding bound
+            raise RuntimeError("exact kNN: the rounding bound failed to bracket a k-th distance")
+        cut = exact[first]
+        take = exact <= cut if keep_ties else exact < cut
+        full_u.append(rows[bq[take]])
+        full_g.append(bg[take])
+        if not keep_ties:
+            taken = torch.zeros_like(need_rem).index_add_(0, bq[take], bmult[take])
+            has = torch.zeros_like(need_rem, dtype=torch.bool)
+            has[bq] = True
+            remaining = torch.where(has, need_rem - taken, remaining)
+            tie = exact == cut
+            tied_u, tied_g = rows[bq[tie]], bg[tie]
+    return torch.cat([empty, *full_u]), torch.cat([empty, *full_g]), tied_u, tied_g, remaining
 
 
-def _knn_exact(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tensor, bool]:
+def _search_exact(
+    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
+) -> tuple[Tensor, bool]:
     n = x.shape[0]
     points = torch.arange(n, device=x.device)
     ones, need = torch.ones_like(points), torch.full_like(points, k)
     found = _select_groups(x, ones, points, need, k, keep_ties, budget, detect_duplicates=True)
     if found is not None:  # no two points coincide: every "group" is one point
         i, j, tied_i, tied_j, remaining = found
-        if not keep_ties and tied_i.numel():
+        if keep_ties:
+            check_edges(i.numel(), "many points are equidistant at their k-th distance")
+        elif tied_i.numel():
             order = torch.argsort(tied_i * n + tied_j)
             tied_i, tied_j = tied_i[order], tied_j[order]
             keep = _ranks_within(tied_i) < remaining[tied_i]
             i, j = torch.cat([i, tied_i[keep]]), torch.cat([j, tied_j[keep]])
         order = torch.argsort(i * n + j)
         return torch.stack([i[order], j[order]]), False
-    return _knn_dedup(x, k, keep_ties=keep_ties, budget=budget)
+    return _knn_dedup(x, k, keep_ties, budget, check_edges)
 
 
-def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tensor, bool]:
+def _knn_dedup(
+    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
+) -> tuple[Tensor, bool]:
     """Exact kNN when points repeat: distinct rows are searched once and counted with multiplicity."""
     n = x.shape[0]
     uniq, inverse, counts = torch.unique(x, dim=0, return_inverse=True, return_counts=True)
     m = uniq.shape[0]
     if m == 1:
+        check_edges(n * (n - 1), "all points coincide")
         return _complete_graph(n, x.device), True
     members = torch.argsort(inverse, stable=True)  # points grouped by distinct row, ascending index
     gstart = counts.cumsum(0) - counts
@@ -317,6 +642,11 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tens
     found = _select_groups(uniq, counts, rows, need[rows], k, keep_ties, budget)
     assert found is not None
     full_u, full_g, tied_u, tied_g, remaining = found
+    dup = (counts > 1).nonzero().squeeze(1)
+    if keep_ties:  # the edge count, from the multiplicities, before any edge is built
+        edges = int((counts[full_u] * counts[full_g]).sum()) + int((counts[dup] * (counts[dup] - 1)).sum())
+        repeated = int(counts[dup].sum())
+        check_edges(edges, f"{repeated} of the {n} points repeat another point ({m} distinct rows)")
 
     # (distinct row u, point j) pairs: every point of u's neighbour rows, then tied points by index.
     owner_u, nbr_j = _expand(full_u, full_g, counts, gstart, members)
@@ -330,7 +660,6 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tens
         owner_u, nbr_j = torch.cat([owner_u, tu[keep]]), torch.cat([nbr_j, tj[keep]])
 
     # Own-row duplicates: all of them when keeping ties; otherwise the first min(k, c - 1) by index.
-    dup = (counts > 1).nonzero().squeeze(1)
     if keep_ties:
         own_u, own_j = _expand(dup, dup, counts, gstart, members)
     else:
@@ -357,7 +686,11 @@ def _knn_dedup(x: Tensor, k: int, *, keep_ties: bool, budget: int) -> tuple[Tens
     return torch.stack([i[order], j[order]]), False
 
 
-def _knn_torch_cluster(x: Tensor, k: int) -> tuple[Tensor, bool]:
+def _search_torch_cluster(
+    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
+) -> tuple[Tensor, bool]:
+    """Exactly k neighbours per point from ``torch_cluster.knn`` (its own tie order)."""
+    del keep_ties, budget, check_edges  # exactly k: no ties kept, no blocks
     try:
         import torch_cluster
     except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
@@ -365,16 +698,13 @@ def _knn_torch_cluster(x: Tensor, k: int) -> tuple[Tensor, bool]:
             "`knn_backend='torch_cluster'` needs torch-cluster, which ships no wheels on PyPI: "
             "`pip install --no-build-isolation torch-cluster`"
         ) from err
-    if x.is_cuda and k > 99:
-        raise ValueError(
-            "`k` must be <= 99 with `knn_backend='torch_cluster'` on CUDA: its kernel keeps at most 100 "
-            f"neighbours, the point itself included (got {k}); use `knn_backend='gemm'`"
-        )
     n = x.shape[0]
     constant = bool((x == x[0]).all())
     if constant:
         return _complete_graph(n, x.device), True
-    xc = x - x.mean(dim=0, keepdim=True)
+    scale = _power_of_two_scale(_abs_max(x), 2.0**-20, 2.0**20)
+    xs = x * scale if scale != 1.0 else x
+    xc = xs - xs.mean(dim=0, keepdim=True)
     query, nbr = torch_cluster.knn(xc, xc, k + 1)
     keep = query != nbr
     query, nbr = query[keep], nbr[keep]
@@ -384,3 +714,64 @@ def _knn_torch_cluster(x: Tensor, k: int) -> tuple[Tensor, bool]:
     query, nbr = query[keep], nbr[keep]
     order = torch.argsort(query * n + nbr)
     return torch.stack([query[order], nbr[order]]), False
+
+
+def _drop_farthest_unless_tied(
+    x: Tensor, edges: Tensor, k: int, names: tuple[str, str], backend: str
+) -> Tensor:
+    """From k + 1 neighbours per point, keep the k nearest; refuse when the k-th and (k+1)-th are tied.
+
+    The squared distances are the exact float64 differences that decide ties in the exact backend. A
+    point whose k-th and (k+1)-th neighbours are at the same distance has more than k neighbours under
+    the keep-ties rule, which a backend returning exactly k cannot give.
+    """
+    n = x.shape[0]
+    scale = _power_of_two_scale(_abs_max(x), 2.0**-480, 2.0**480) if x.dtype == torch.float64 else 1.0
+    i, j = edges[0], edges[1]
+    d = exact_sq_distances(x, i, j, scale)
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(i[order], stable=True)]
+    i, j, d = i[order], j[order], d[order]
+    rank = _ranks_within(i)
+    kth = torch.full((n,), -1.0, dtype=d.dtype, device=d.device)
+    after = torch.full((n,), -2.0, dtype=d.dtype, device=d.device)
+    kth[i[rank == k - 1]] = d[rank == k - 1]
+    after[i[rank == k]] = d[rank == k]
+    tied = (kth == after).nonzero().squeeze(1)
+    if tied.numel():
+        backend_name, ties_name = names
+        raise ValueError(
+            f"`{backend_name}={backend!r}` returns exactly k neighbours and cannot keep ties "
+            f"(`{ties_name}`), but {tied.numel()} of the {n} points have two or more neighbours at their "
+            f"k-th distance (k = {k}; e.g. point {int(tied[0])}): the graph would silently differ from the "
+            f"keep-all-ties rule; use `{backend_name}='gemm'`"
+        )
+    keep = rank < k
+    i, j = i[keep], j[keep]
+    order = torch.argsort(i * n + j)
+    return torch.stack([i[order], j[order]])
+
+
+KNN_BACKEND_SPECS: dict[str, KnnBackendSpec] = {
+    "gemm": KnnBackendSpec(
+        name="gemm",
+        search=_search_exact,
+        supports_keep_ties=True,
+        summary="exact: chunked float32 GEMM with a rigorous bound, ties decided in float64 (pure torch)",
+    ),
+    "torch_cluster": KnnBackendSpec(
+        name="torch_cluster",
+        search=_search_torch_cluster,
+        supports_keep_ties=False,
+        devices=("cpu", "cuda"),
+        max_k={"cuda": 99},
+        summary="torch_cluster.knn: exactly k neighbours in the library's tie order",
+    ),
+}
+"""The kNN backends by name; ``"auto"`` selects ``"gemm"``."""
+
+if set(KNN_BACKENDS) != {
+    "auto",
+    *KNN_BACKEND_SPECS,
+}:  # pragma: no cover - a registry edit without the Literal
+    raise RuntimeError("`KnnBackend` and `KNN_BACKEND_SPECS` name different backends")
