@@ -105,6 +105,15 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
     Returns:
         dict: file, settings, global/connected coefficients, exclusion, local mean and negative share,
         critical layer, and per layer and per transition the quantities of the table.
+
+    >>> from lightning_ricci import ricci_flow
+    >>> g = torch.Generator().manual_seed(0)
+    >>> result = ricci_flow([torch.randn(30, 3, generator=g) for _ in range(3)], 4)
+    >>> info = summary(result, ["input", "h1", "out"], "acts.npz")
+    >>> info["num_points"], info["k"], [layer["name"] for layer in info["layers"]]
+    (30, 4, ['input', 'h1', 'out'])
+    >>> [(row["from"], row["to"]) for row in info["transitions"]]
+    [('input', 'h1'), ('h1', 'out')]
     """
     critical = result.critical_layer
     return {
@@ -155,7 +164,21 @@ def _fmt_sum(value: float | str) -> str:
 
 
 def format_table(info: dict[str, Any], dims: Sequence[int] | None = None) -> str:
-    """The human-readable table printed by the command line."""
+    """The human-readable table printed by the command line.
+
+    Args:
+        info (dict): a :func:`summary`.
+        dims (Sequence[int], optional): the L layer widths D_l, for the ``dim`` column. Default: None.
+
+    Returns:
+        str: the table.
+
+    >>> from lightning_ricci import ricci_flow
+    >>> g = torch.Generator().manual_seed(0)
+    >>> result = ricci_flow([torch.randn(30, 3, generator=g) for _ in range(3)], 4)
+    >>> print(format_table(summary(result, ["input", "h1", "out"], "acts.npz")).splitlines()[0])
+    acts.npz: 3 layers x 30 points, k=4, convention=baptista, curvature=forman
+    """
     critical = info["critical_layer"]
     lines = [
         (
@@ -280,6 +303,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
     Returns:
         int: 0 on success, 2 for a bad file or option (with a message on stderr).
+
+    >>> main(["no/such/acts.npz"])  # stderr: python -m lightning_ricci: error: no/such/acts.npz: no such file
+    2
     """
     parser = _parser(prog)
     args = parser.parse_args(argv)
@@ -321,6 +347,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         finally:
             if progress is not None:
                 progress.close()
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:  # on the CPU too (torch >= 2.1)
+        print(
+            f"{parser.prog}: error: {args.file}: out of memory ({type(err).__name__}); "
+            "try fewer points or layers, or a smaller --k",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, TypeError, OSError) as err:
         message = str(err)
         if not isinstance(err, _OutError) and not message.startswith(str(args.file)):
@@ -341,7 +374,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
 
 def cli() -> int:
-    """The ``lightning-ricci`` console script: :func:`main` on ``sys.argv[1:]``."""
+    """The ``lightning-ricci`` console script: :func:`main` on ``sys.argv[1:]``, named so in messages.
+
+    >>> import sys
+    >>> saved, sys.argv = sys.argv, ["lightning-ricci", "no/such/acts.npz"]
+    >>> cli()  # stderr: lightning-ricci: error: no/such/acts.npz: no such file
+    2
+    >>> sys.argv = saved
+    """
     return main(prog="lightning-ricci")
 
 

@@ -480,3 +480,27 @@ def test_installed_console_script(npz: Path, tmp_path: Path) -> None:
     failed = subprocess.run([script, str(missing)], check=False, capture_output=True, text=True, env=env)
     assert failed.returncode == 2
     assert failed.stderr == f"lightning-ricci: error: {missing}: no such file\n"
+
+
+def test_cli_out_of_memory_exits_2(
+    npz: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_ricci.__main__ as cli_module
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(cli_module, "ricci_flow", exhausted)
+    assert main([str(npz)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m lightning_ricci: error: {npz}: out of memory (OutOfMemoryError)")
+
+
+def test_cli_module_doctests() -> None:
+    # pytest's --doctest-modules skips __main__.py; its examples run here.
+    import doctest
+
+    import lightning_ricci.__main__ as cli_module
+
+    results = doctest.testmod(cli_module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 10 and results.failed == 0
