@@ -71,18 +71,11 @@ class DataError(ValueError):
 def _circles(
     n: int, rng: np.random.Generator, noise: float = 0.03, factor: float = 0.8
 ) -> tuple[np.ndarray, np.ndarray]:
-    # scikit-learn's make_circles: n // 2 points on the outer circle (label 0), the rest on the inner one.
-    n_out, n_in = n // 2, n - n // 2
-    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
-    t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
-    x = np.vstack(
-        [
-            np.stack([np.cos(t_out), np.sin(t_out)], axis=1),
-            factor * np.stack([np.cos(t_in), np.sin(t_in)], axis=1),
-        ]
-    )
-    y = np.concatenate([np.zeros(n_out, dtype=np.int64), np.ones(n_in, dtype=np.int64)])
-    return x + noise * rng.standard_normal(x.shape), y
+    # [H] call scikit-learn's make_circles; its own generator is seeded from ``rng``.
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=int(rng.integers(2**31 - 1)))
+    return x, y.astype(np.int64)
 
 
 def _four_discs(n: int, rng: np.random.Generator, radius: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

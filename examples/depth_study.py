@@ -6,7 +6,7 @@ curvature-driven work, so deeper networks should gain little. They compared it w
 by eye. This script measures it, without Lightning (plain PyTorch training, then
 :func:`lightning_ricci.analyze` on the trained ``nn.Module``):
 
-1. for each data set (see ``study_data.py``), depth in ``--depths`` and seed: train a width-25 MLP
+1. for each data set (see ``datasets.py``), depth in ``--depths`` and seed: train a width-25 MLP
    (Adam lr 1e-3, batch 64) until its training accuracy reaches 99 % or ``--max-epochs`` pass
    ([H]'s stopping rule, with mini-batches);
 2. ``analyze(net, test_x, convention="hehl", curvature=...)`` on the test set (the probe, as in [H]:
@@ -38,10 +38,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import study_data
+import datasets
 
 from lightning_ricci import analyze, critical_depth
 from lightning_ricci.analysis import mean_layer_curve
+
+STUDY_SETS = ("circles", "discs", "digits")  # Syn-I, Syn-II (four_discs), digits 1 vs 7
 
 
 def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any], seed: int) -> int:
@@ -55,26 +57,27 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: dict[str, Any],
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if study_data.accuracy(net, x, y) >= cfg["target"]:
+        if datasets.accuracy(net, x, y) >= cfg["target"]:
             return epoch
     return cfg["max_epochs"]
 
 
 def run_one(name: str, depth: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    sizes = cfg["digits_sizes"] if name == "digits" else cfg["sizes"]
-    (x_tr, y_tr), (x_te, y_te) = study_data.load(name, sizes, seed)
+    images = datasets.ALIASES.get(name, name) not in datasets.SYNTHETIC
+    sizes = cfg["image_sizes"] if images else cfg["sizes"]
+    (x_tr, y_tr), (x_te, y_te) = datasets.load(name, sizes, seed)
     torch.manual_seed(seed)
-    net = study_data.mlp(x_tr.shape[1], cfg["width"], depth)
+    net = datasets.mlp(x_tr.shape[1], cfg["width"], depth)
     epochs = train(net, x_tr, y_tr, cfg, seed)
-    curvature = "augmented_forman" if name == "digits" else "approx_ollivier"
+    curvature = "augmented_forman" if images else "approx_ollivier"
     result = analyze(net, x_te, convention="hehl", curvature=curvature)
     return {
         "data": name,
         "depth": depth,
         "seed": seed,
         "epochs": epochs,
-        "train_acc": study_data.accuracy(net, x_tr, y_tr),
-        "test_acc": study_data.accuracy(net, x_te, y_te),
+        "train_acc": datasets.accuracy(net, x_tr, y_tr),
+        "test_acc": datasets.accuracy(net, x_te, y_te),
         "k": result.k,
         "n_probe": result.num_points,
         "curvature": curvature,
@@ -218,7 +221,9 @@ def figure(summary: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny data, 2 depths, 1 seed (for tests)")
-    parser.add_argument("--data", nargs="+", default=list(study_data.DATASETS), choices=study_data.DATASETS)
+    parser.add_argument(
+        "--data", nargs="+", default=list(STUDY_SETS), choices=[*datasets.DATASETS, *datasets.ALIASES]
+    )
     parser.add_argument("--depths", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6, 8, 10, 12])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-epochs", type=int, default=100)
@@ -233,14 +238,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target": 0.99,
         "max_epochs": args.max_epochs,
         "sizes": (1000, 1000),  # train, test (= probe)
-        "digits_sizes": (50, 50),  # percent of the 361 images
+        "image_sizes": (0.5, 0.5),  # shares of the images (digits: 361)
         "depths": args.depths,
     }
     seeds = list(range(args.seeds))
     if args.fast:
         cfg.update(max_epochs=3, sizes=(128, 96), depths=[2, 3])
         seeds = [0]
-        args.data = args.data if args.data != list(study_data.DATASETS) else ["circles", "discs"]
+        args.data = args.data if args.data != list(STUDY_SETS) else ["circles", "discs"]
 
     runs = []
     started = time.perf_counter()

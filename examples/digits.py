@@ -13,6 +13,8 @@ Run::
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,18 +24,16 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datasets
+
 from lightning_ricci import RicciFlowMonitor
 
 
 def digit_pair(pair: tuple[int, int] = (1, 7), seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """Train/validation splits (70/30) of two digit classes: images [n, 1, 8, 8] in [0, 1], labels 0/1."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32) / 16.0
-    target = torch.tensor(digits.target)
-    keep = (target == pair[0]) | (target == pair[1])
-    x, y = images[keep].unsqueeze(1), (target[keep] == pair[1]).long()
+    data = datasets.digits(pair)  # [n, 64] pixels / 16, label 1 = pair[1]
+    x, y = data.x.view(-1, 1, 8, 8), data.y
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     cut = int(0.7 * len(x))
     train, val = order[:cut], order[cut:]

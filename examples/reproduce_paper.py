@@ -8,9 +8,10 @@ Claims tested (the papers' abstracts and the numbers stored in Hehl et al.'s not
   points negative), untrained ones sit near zero, while the global coefficient is already negative at
   initialisation (their App. A.1.1).
 
-Data (no download): the four synthetic sets of [H] (Syn-I circles, Syn-II disc with four discs, Syn-III
-concentric cylinders, Syn-IV interlocked solid tori, generated as in their ``datasets.py``), entangled
-spirals in the spirit of [B], and scikit-learn's 8x8 digits, 1 vs 7 and 6 vs 9 (pixels / 16).
+Data (no download, from ``examples/datasets.py``): the four synthetic sets of [H] (Syn-I circles, Syn-II
+disc with four discs, Syn-III concentric cylinders, Syn-IV interlocked solid tori, generated as in their
+``datasets.py``), entangled spirals in the spirit of [B], and scikit-learn's 8x8 digits, 1 vs 7 and 6 vs 9
+(pixels / 16). The papers' own data (MNIST, Fashion-MNIST) and protocols: ``reproduce_real.py``.
 
 Networks: ``depth`` x (Linear(width) + ReLU), then Linear(1); PyTorch's default initialisation; trained
 with Lightning as [H] trains (Adam, lr 1e-3, binary cross-entropy, full batch) until the training accuracy
@@ -73,6 +74,9 @@ from lightning.pytorch import LightningModule, Trainer, seed_everything
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datasets
+
 from lightning_ricci import ricci_flow
 from lightning_ricci.capture import ActivationCapture
 from lightning_ricci.geometry.result import CurvatureKind
@@ -88,58 +92,9 @@ STATES = ("untrained", "trained")
 
 
 # --------------------------------------------------------------------------------------- data sets
-def _circles(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """[H] Syn-I: ``make_circles(noise=0.03)``."""
-    from sklearn.datasets import make_circles
-
-    x, y = make_circles(n_samples=n, noise=0.03, random_state=int(rng.integers(2**31 - 1)))
-    return x, y
-
-
-def _four_discs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """[H] Syn-II: uniform in the unit disc, label 1 inside one of four discs of radius 0.2."""
-    radius, angle = np.sqrt(rng.random(n)), 2 * np.pi * rng.random(n)
-    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-    centres = np.array([[0.0, 0.5], [-0.5, 0.0], [0.0, -0.5], [0.5, 0.0]])
-    y = (((x[:, None, :] - centres[None]) ** 2).sum(-1) <= 0.2**2).any(axis=1)
-    return x, y.astype(np.int64)
-
-
-def _cylinders(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """[H] Syn-III: two concentric cylinders (axis y, height [0, 1]), radii 1 / 0.8, uniform +-0.1 noise."""
-    y = (np.arange(n) >= n // 2).astype(np.int64)
-    angle = rng.uniform(0, 2 * np.pi, n)
-    radius = np.where(y == 0, 1.0, 0.8) + rng.uniform(-0.1, 0.1, n)
-    x = np.stack([radius * np.cos(angle), rng.random(n), radius * np.sin(angle)], axis=1)
-    return x, y
-
-
-def _tori(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """[H] Syn-IV: two interlocked solid tori (R = 2, tube radius uniform in [0, 1]), centres 2 apart."""
-    y = (np.arange(n) >= n // 2).astype(np.int64)
-    u, v, r = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, 2 * np.pi, n), rng.uniform(0, 1, n)
-    a, b, c = (2 + r * np.cos(v)) * np.cos(u), (2 + r * np.cos(v)) * np.sin(u), r * np.sin(v)
-    first, second = np.stack([a, b, c], axis=1), np.stack([a + 2.0, c, b], axis=1)  # second in the xz-plane
-    return np.where(y[:, None] == 0, first, second), y
-
-
-def _spirals(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """In the spirit of [B]'s synthetic set A: two entangled spirals, 1.5 turns each, noise 0.05."""
-    y = (np.arange(n) >= n // 2).astype(np.int64)
-    t = np.sqrt(rng.random(n)) * 1.5 * 2 * np.pi  # uniform along the arc
-    radius, angle = t / (1.5 * 2 * np.pi), t + np.pi * y
-    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-    return x + 0.05 * rng.standard_normal((n, 2)), y
-
-
-SYNTHETIC: dict[str, tuple[Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]], str]] = {
-    "circles": (_circles, "[H] Syn-I: make_circles(noise=0.03), 2-D"),
-    "four_discs": (_four_discs, "[H] Syn-II: unit disc, label = inside one of 4 discs of radius 0.2, 2-D"),
-    "cylinders": (_cylinders, "[H] Syn-III: concentric cylinders r = 1 / 0.8, +-0.1 noise, 3-D"),
-    "tori": (_tori, "[H] Syn-IV: two interlocked solid tori, 3-D"),
-    "spirals": (_spirals, "[B]-style: two entangled spirals, 1.5 turns, noise 0.05, 2-D"),
-}
-DIGIT_PAIRS = {"digits_1v7": (1, 7), "digits_6v9": (6, 9)}
+# The generators live in examples/datasets.py, shared by every study.
+SYNTHETIC = {name: description for name, (_, description) in datasets.SYNTHETIC.items()}
+DIGIT_PAIRS = datasets.DIGIT_PAIRS
 DATASETS = (*SYNTHETIC, *DIGIT_PAIRS)
 
 
@@ -164,23 +119,18 @@ def load_split(name: str, seed: int, n_train: int, n_test: int, n_probe: int) ->
     """The data set ``name``, fixed by ``seed``: the same points for every network of the grid."""
     rng = np.random.default_rng([seed, DATASETS.index(name)])
     if name in SYNTHETIC:
-        make, description = SYNTHETIC[name]
-        x, y = make(n_train + n_test, rng)
-        order = rng.permutation(len(x))  # the generators list class 0 first
-        x, y = x[order], y[order]
+        description = SYNTHETIC[name]
+        xt, yt = datasets.synthetic(name, n_train + n_test, seed=rng)  # shuffled with the same generator
+        x, y = xt.numpy(), yt.numpy()
         x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     else:
-        from sklearn.datasets import load_digits
-
-        a, b = DIGIT_PAIRS[name]
-        digits = load_digits()
-        keep = np.isin(digits.target, (a, b))
-        x, y = digits.data[keep] / 16.0, (digits.target[keep] == b).astype(np.int64)
+        images = datasets.digits(DIGIT_PAIRS[name])
+        x, y = images.x.numpy(), images.y.numpy()
         order = rng.permutation(len(x))
         cut = len(x) // 3  # about 120 training images; the whole test part (about 240) is the probe set
         x_train, y_train, x_test, y_test = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
         n_probe = len(x_test)
-        description = f"sklearn load_digits {a} vs {b}, 8x8 pixels / 16, 1/3 train, 2/3 test, 64-D"
+        description = f"{images.description}, 1/3 train, 2/3 test"
 
     def tensor(v: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(v), dtype=dtype)

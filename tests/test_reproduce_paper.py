@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 from _scripts import run_example
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "reproduce_paper.py"
@@ -123,3 +125,134 @@ def test_every_data_set_is_finite_where_defined(fast_run: tuple[Path, dict[str, 
                 local = s["hehl"][state][curvature]
                 assert _finite(local["local_mean"]["mean"]) and _finite(local["local_negative_share"]["mean"])
             assert _finite(s["hehl"][state]["coefficient_connected"]["mean"])
+
+
+# ------------------------------------------------------------------ the papers' own data: reproduce_real.py
+REAL = "reproduce_real.py"
+FMNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion_mnist"
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    for module in ("scipy", "matplotlib", "mlxtend"):
+        pytest.importorskip(module)
+    if not all((FMNIST_DIR / f"test{c}.csv.gz").is_file() for c in (5, 9)):
+        pytest.skip(f"Fashion-MNIST CSV files not found in {FMNIST_DIR}")
+    out = tmp_path_factory.mktemp("real")
+    # An adapted filter of 0.5 lets the few tiny --fast networks through, so the pooled statistic exists.
+    run_example(REAL, "--fast", "--workers", "1", "--out", str(out), "--n-boot", "100", "--adapted-filter", "0.5",
+                "--fmnist-dir", str(FMNIST_DIR), timeout=600)  # fmt: skip
+    return out, json.loads((out / "results.json").read_text(), parse_constant=_reject)
+
+
+def _pairs(entry: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """[B]'s correlation_shift pairs of one network, transcribed from the R script: (Ric_{l-1}, eta_l), l >= 2."""
+    ric, eta = entry["total_curvature"], entry["eta"]
+    keep = [(ric[i], eta[i]) for i in range(1, len(eta)) if ric[i] is not None and eta[i] is not None]
+    return [a for a, _ in keep], [b for _, b in keep]
+
+
+def test_real_files_and_fields(real_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = real_run
+    for name in ("results.json", "networks_baptista.csv", "networks_hehl.csv", "table1.csv", "summary.md"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("rho_vs_accuracy.png", "table1.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert {"config", "baptista", "hehl", "wall_seconds", "run"} <= set(results)
+    probes = results["config"]["probes"]
+    assert set(probes) == {"fmnist_5v9", "mnist_1v7", "mnist_6v9"}
+    assert len(probes["fmnist_5v9"]["rows"]) == results["config"]["n_probe"]
+    nets = results["baptista"]["networks"]
+    assert len(nets) == 5
+    for net in nets:
+        assert 0 <= net["test_accuracy"] <= 1 and len(net["ks"]) == 3
+        assert net["ks"] == [max(3, round(f * results["config"]["n_probe"])) for f in (0.015, 0.06, 0.15)]
+        for k in map(str, net["ks"]):
+            entry = net["trained"][k]
+            assert len(entry["total_curvature"]) == net["depth"] + 1 and len(entry["eta"]) == net["depth"]
+            assert isinstance(entry["excluded"], bool)
+            x, y = _pairs(entry)
+            if entry["coefficient"] is not None:  # the per-network coefficient is the same correlation
+                assert entry["coefficient"] == pytest.approx(float(np.corrcoef(x, y)[0, 1]), abs=1e-9)
+            if entry["excluded"]:
+                assert entry["coefficient"] is None
+
+
+def test_real_pooled_statistic_and_counts(real_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = real_run
+    nets = results["baptista"]["networks"]
+    arch = results["baptista"]["architectures"]["w50_d5"]
+    assert arch["n_networks"] == len(nets)
+    assert arch["n_pass_filter"] == sum(n["test_accuracy"] > 0.98 for n in nets)
+    for k, kk in arch["k"].items():
+        assert kk["n_excluded"] == sum(n["trained"][k]["excluded"] for n in nets)
+        a = kk["adapted_filter"]
+        passed = [n for n in nets if n["test_accuracy"] > 0.5]
+        accepted = [n for n in passed if not n["trained"][k]["excluded"]]
+        assert (a["n_pass"], a["n_accepted"], a["n_excluded"]) == (
+            len(passed),
+            len(accepted),
+            len(passed) - len(accepted),
+        )
+        pairs = [_pairs(n["trained"][k]) for n in accepted]
+        x = np.concatenate([p[0] for p in pairs]) if pairs else np.array([])
+        y = np.concatenate([p[1] for p in pairs]) if pairs else np.array([])
+        shift = a["correlation_shift"]
+        assert shift["n_networks"] == len([p for p in pairs if p[0]]) and shift["n_pairs"] == len(x)
+        if len(x) >= 3:
+            assert shift["pearson"] == pytest.approx(float(np.corrcoef(x, y)[0, 1]), abs=1e-9)
+            lo, hi = shift["pearson_ci"]
+            assert lo is None or lo <= hi
+        for key in ("pearson", "spearman"):
+            c = a["corr_coefficient_accuracy"]
+            assert c[key] is None or -1 <= c[key] <= 1
+
+
+def test_real_table1(real_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = real_run
+    table = results["hehl"]["table1"]
+    assert list(table) == ["mnist_1v7", "mnist_6v9", "fmnist_5v9"]
+    nets = results["hehl"]["networks"]
+    for name, s in table.items():
+        sub = [n for n in nets if n["dataset"] == name]
+        assert s["n_networks"] == len(sub) == 2
+        assert s["k"] == max(3, round(0.05 * results["config"]["probes"][name]["n_probe"]))
+        assert len(s["published"]["local_mean"]) == 2
+        for c in s["configs"]:
+            group = [n for n in sub if (n["width"], n["depth"]) == (c["width"], c["depth"])]
+            for state in ("trained", "untrained"):
+                values = [n[state]["augmented_forman"]["local_mean"] for n in group]
+                assert c[f"{state}_augmented_forman_local_mean"] == pytest.approx(float(np.mean(values)))
+                assert -1 <= c[f"{state}_augmented_forman_local_mean"] <= 1
+        lo, hi = s["range"]["trained_local_mean"]
+        assert lo <= hi
+
+
+def test_real_saved_weights_reproduce_the_coefficients(real_run: tuple[Path, dict[str, Any]]) -> None:
+    """An outside check: rebuild a saved network's activations from weights.npz and the CSV files."""
+    import gzip
+
+    from lightning_ricci import ricci_flow
+
+    out, results = real_run
+    store = np.load(out / "weights.npz")
+    images = {}
+    for c in (5, 9):
+        with gzip.open(FMNIST_DIR / f"test{c}.csv.gz", "rt") as fh:
+            images[c] = np.loadtxt(fh, delimiter=",", skiprows=1, dtype=np.float32)[:, 1:]
+    rows = store["probe/fmnist_5v9"]
+    assert rows.tolist() == results["config"]["probes"]["fmnist_5v9"]["rows"]
+    probe = torch.as_tensor(np.stack([images[c][i] for c, i in rows]))
+    net = next(n for n in results["baptista"]["networks"] if n["weights_saved"])
+    h, layers = probe, [probe]
+    for i in range(1, net["depth"] + 1):
+        h = torch.relu(
+            h @ torch.as_tensor(store[f"{net['id']}/W{i}"]) + torch.as_tensor(store[f"{net['id']}/b{i}"])
+        )
+        layers.append(h)
+    for k in map(str, net["ks"]):
+        r = ricci_flow(layers, int(k), convention="baptista")
+        expected = net["trained"][k]["coefficient"]
+        assert (expected is None) == (not math.isfinite(r.coefficient))
+        if expected is not None:
+            assert r.coefficient == pytest.approx(expected, abs=1e-9)
