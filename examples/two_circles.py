@@ -16,7 +16,8 @@ Run::
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,19 +27,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datasets
+
 from lightning_ricci import RicciFlowMonitor
 
 
 def two_circles(
     n: int, noise: float = 0.03, factor: float = 0.5, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sklearn.datasets.make_circles`` in torch: [n, 2] points, [n] labels (1 = inner circle)."""
-    generator = torch.Generator().manual_seed(seed)
-    label = torch.arange(n) % 2
-    angle = torch.rand(n, generator=generator) * 2 * math.pi
-    radius = torch.where(label == 1, factor, 1.0)
-    x = torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)
-    return x + noise * torch.randn(n, 2, generator=generator), label
+    """``sklearn.datasets.make_circles`` (``datasets.circles``): [n, 2] points, [n] labels (1 = inner circle)."""
+    return datasets.circles(n, seed=seed, noise=noise, factor=factor)
 
 
 class CirclesMLP(LightningModule):
