@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lightning_ricci.analysis import AnalysisResult, analyze, critical_depth
+from lightning_ricci.capture import ActivationCapture
 from lightning_ricci.geometry import (
     RicciFlowResult,
     RicciFlowScan,
@@ -23,6 +24,7 @@ from lightning_ricci.geometry import (
     ricci_flow,
     to_pyg,
 )
+from lightning_ricci.pipeline import Pipeline, scalars
 
 if TYPE_CHECKING:
     from lightning_ricci.callback import RicciFlowMonitor
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationCapture",
     "AnalysisResult",
+    "Pipeline",
     "RicciFlowMonitor",
     "RicciFlowResult",
     "RicciFlowScan",
@@ -45,6 +49,7 @@ __all__ = [
     "knn_graph",
     "pearson",
     "ricci_flow",
+    "scalars",
     "to_pyg",
 ]
 

@@ -3,39 +3,43 @@
 Shape symbols: N probe points, L layers (the probe input included), T = L - 1 transitions
 (layer t -> t + 1), M networks.
 
-:func:`analyze` is the functional face of :class:`~lightning_ricci.RicciFlowMonitor`: the same layer
-rules (the probe input first, then the outputs of the activation modules in forward order, or of the
-modules named in ``layers``), the same flattening (:mod:`lightning_ricci.capture`) and the same default
-``k`` (:func:`default_k`), without Lightning. :func:`critical_depth` turns the layer coefficients of
-one or more trained networks into the depth where the layer curve bottoms out (Hehl et al. 2025,
-Sec. 4.4).
+:func:`analyze` is the functional face of :class:`~lightning_ricci.RicciFlowMonitor`: both run the one
+measurement path of :mod:`lightning_ricci.pipeline` (probe, default layer rules, reductions, ``k``,
+``ricci_flow``), so they give the same numbers on the same model and probe. :func:`critical_depth` turns
+the layer coefficients of one or more trained networks into the depth where the layer curve bottoms
+out (Hehl et al. 2025, Sec. 4.4).
 
-:func:`load_activations` reads per-layer arrays saved to a ``.pt`` or ``.npz`` file, for the command
-line ``python -m lightning_ricci``.
+:func:`load_activations` (from :mod:`lightning_ricci.io`) reads per-layer arrays saved to a ``.pt`` or
+``.npz`` file, for the command line ``python -m lightning_ricci``.
 
 This module needs only torch (and numpy, for ``.npz`` files).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_ricci.capture import ACTIVATION_TYPES, ActivationCapture, check_layer_spec, find_layers
-from lightning_ricci.geometry import ricci_flow
-from lightning_ricci.geometry._checks import check_choice
-from lightning_ricci.geometry.curvature import EDGE_CURVATURES
-from lightning_ricci.geometry.flow import CONVENTIONS
-from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend
+from lightning_ricci.capture import DEFAULT_MAX_LAYERS, Reduce
+from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 from lightning_ricci.io import load_activations
+from lightning_ricci.pipeline import (
+    INPUT_LAYER,
+    ForwardFn,
+    LayerSpec,
+    Pipeline,
+    default_k,
+    degenerate_message,
+    make_probe,
+)
 
 __all__ = [
     "INPUT_LAYER",
@@ -47,88 +51,30 @@ __all__ = [
     "mean_layer_curve",
 ]
 
-#: Name of the probe input, the first layer (``"probe_input"`` if a module of the model is called so).
-INPUT_LAYER = "input"
-
-
-LayerSpec = (
-    Sequence[str] | type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool] | None
-)
-_Select = type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool]
 Curve = RicciFlowResult | Tensor | Sequence[float]
-
-
-def default_k(num_points: int) -> int:
-    """The default number of neighbours for ``num_points`` probe points.
-
-    5 % of N as in Hehl et al. (k = 50 at N = 1000), at least 5 and at most 50, and always below N.
-
-    Args:
-        num_points (int): probe size N (at least 2).
-
-    Returns:
-        int: k.
-
-    >>> default_k(1000), default_k(200), default_k(64), default_k(4)
-    (50, 10, 5, 3)
-    """
-    return max(1, min(num_points - 1, max(5, min(50, round(0.05 * num_points)))))
-
-
-@contextlib.contextmanager
-def _eager() -> Iterator[None]:
-    """Run everything inside eagerly, also code under ``torch.compile`` (so temporary hooks fire).
-
-    ``set_stance("force_eager")`` makes compiled modules and functions run their original Python code
-    without recompiling anything; the compiled training graph is left as it is.
-    """
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:  # torch < 2.6
-        yield
-        return
-    with set_stance("force_eager"):
-        yield
 
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisResult(RicciFlowResult):
-    """A :class:`~lightning_ricci.RicciFlowResult` that also names its layers.
+    """A :class:`~lightning_ricci.RicciFlowResult` that also names its layers and their reductions.
 
     Attributes:
         layer_names (tuple[str, ...]): the L layer names, the probe input (``"input"``) first, then the
             module names as :class:`~lightning_ricci.capture.ActivationCapture` reports them.
+        reductions (tuple[str, ...]): the reduction applied to each layer (``"flatten"``, ``"mean"``,
+            ``"pool4x4"``, ``"cls"`` or a callable's name).
+        layer_rule (str): how the layers were chosen: ``"blocks"``, ``"activations"``, ``"children"``
+            (the default rules), ``"names"`` or ``"selected"`` (a class or predicate).
     """
 
     layer_names: tuple[str, ...] = ()
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _probe_tensor(probe: Any) -> Tensor:
-    x = probe[0] if isinstance(probe, (tuple, list)) and len(probe) > 0 else probe
-    if not isinstance(x, Tensor):
-        raise TypeError(
-            "`probe` must be a tensor [N, ...] or a tuple (inputs, labels) whose first element is one "
-            f"(got {type(x).__name__})"
-        )
-    if x.dim() == 0 or x.shape[0] < 3:
-        raise ValueError(f"`probe` must hold at least 3 samples along dim 0 (got shape {tuple(x.shape)})")
-    return x
-
-
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    for buffer in model.buffers():
-        return buffer.device
-    return fallback
+    reductions: tuple[str, ...] = ()
+    layer_rule: str = ""
 
 
 def analyze(
     model: nn.Module,
-    probe: Tensor | Sequence[Any],
+    probe: Any,
     layers: LayerSpec = None,
     k: int | None = None,
     *,
@@ -137,108 +83,123 @@ def analyze(
     batch_size: int = 256,
     knn_backend: KnnBackend = "auto",
     memory_budget: int | None = None,
+    reduce: Reduce | Mapping[str, Reduce] = "auto",
+    max_layers: int = DEFAULT_MAX_LAYERS,
+    forward_fn: ForwardFn | None = None,
+    input_key: str | None = None,
+    label_key: str | None = None,
+    batch_to_input: Callable[[Any], Any] | None = None,
+    node_mask: str | None = "val_mask",
 ) -> AnalysisResult:
     """Ricci-flow diagnostics of any ``nn.Module`` on a probe set, without Lightning.
 
-    The probe is passed through ``model`` once, in eval mode (the training flags are restored
-    afterwards), under ``torch.no_grad()``, in chunks of ``batch_size``, on the device of the model's
-    parameters. Temporary forward hooks capture the chosen layers, which are then handed to
-    :func:`~lightning_ricci.ricci_flow` as ``[probe input (flattened), layer 1, ...]``, exactly as
-    :class:`~lightning_ricci.RicciFlowMonitor` does at each validation run. Outputs are flattened per
-    sample by the rule of :mod:`lightning_ricci.capture`.
+    The probe is passed through ``model`` once, exactly as :class:`~lightning_ricci.RicciFlowMonitor`
+    does at each validation run (:mod:`lightning_ricci.pipeline`): in eval mode (the training flags are
+    restored afterwards), under ``torch.no_grad()``, eagerly, in chunks of ``batch_size`` (a graph
+    once), on the device of the model's parameters. The layers handed to
+    :func:`~lightning_ricci.ricci_flow` are ``[probe input, layer 1, ...]``, each reduced to [N, D_l] by
+    ``reduce``. Labels found in the probe (``(x, y)``, a dict's ``label_key``, a graph's ``y``) are passed
+    to ``ricci_flow(labels=...)`` where it takes them.
 
     Args:
-        model (nn.Module): the network; its ``forward`` is called with one tensor [B, ...].
-        probe (Tensor | tuple): the probe inputs [N, ...], or ``(inputs, labels, ...)`` whose first
-            element is used.
+        model (nn.Module): the network.
+        probe (Any): a tensor [N, ...], a tuple ``(inputs, labels, ...)``, a dict batch, or a graph
+            (``torch_geometric.data.Data``), see :func:`~lightning_ricci.pipeline.make_probe`.
         layers (Sequence[str] | type | tuple[type, ...] | Callable, optional): module names (wrapper
-            prefixes may be left out, ``"name:i"`` picks the i-th call of a module run several times),
-            module classes, or a predicate ``(name, module) -> bool``; classes and predicates are ordered
-            by the forward pass. Default: None (the activation modules,
-            :data:`~lightning_ricci.capture.ACTIVATION_TYPES`).
+            prefixes may be left out, ``"name:i"`` picks the i-th call, ``"name[0]"`` / ``"name[key]"`` an
+            element of a tuple or dict output), module classes, or a predicate ``(name, module) -> bool``;
+            classes and predicates are ordered by the forward pass. Default: None (the default rules of
+            :mod:`lightning_ricci.capture`: blocks, else activation modules, else the children that run).
         k (int, optional): neighbours per point, ``1 <= k < N``. Default: None (:func:`default_k` of N).
-        convention (str): ``"baptista"`` or ``"hehl"``, see :func:`~lightning_ricci.ricci_flow`.
-            Default: ``"baptista"``.
-        curvature (str): ``"forman"``, ``"augmented_forman"`` or ``"approx_ollivier"`` for the local
-            and layer coefficients. Default: ``"forman"``.
+        convention (str): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
+        curvature (str): ``"forman"``, ``"augmented_forman"`` or ``"approx_ollivier"``. Default: ``"forman"``.
         batch_size (int): probe points per forward pass. Default: 256.
         knn_backend (str): passed to :func:`~lightning_ricci.ricci_flow`. Default: ``"auto"``.
         memory_budget (int, optional): passed to :func:`~lightning_ricci.ricci_flow`. Default: None.
+        reduce (str | Callable | Mapping): per-layer reduction, see :mod:`lightning_ricci.capture`.
+            Default: ``"auto"``.
+        max_layers (int): cap on the default layers. Default: 12.
+        forward_fn (Callable, optional): ``forward_fn(model, inputs) -> output``. Default: None.
+        input_key (str, optional): the dict key of the model input. Default: None.
+        label_key (str, optional): the dict key of the labels. Default: None.
+        batch_to_input (Callable, optional): batch -> model input. Default: None.
+        node_mask (str, optional): a graph's boolean attribute of probe nodes. Default: ``"val_mask"``.
 
     Returns:
-        AnalysisResult: the :class:`~lightning_ricci.RicciFlowResult` with ``layer_names``.
+        AnalysisResult: the :class:`~lightning_ricci.RicciFlowResult` with ``layer_names``,
+        ``reductions`` and ``layer_rule``.
 
     Raises:
         TypeError: an argument of the wrong type.
         ValueError: a bad value: fewer than 3 probe points, ``k >= N``, an unknown module name (the
-            message lists the modules that exist), or fewer than two captured layers.
+            message lists the modules that exist), a named layer that does not run, or fewer than two
+            captured layers.
 
     >>> net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
-    >>> result = analyze(net, torch.randn(64, 2))
-    >>> result.layer_names, result.k, result.layer.shape
-    (('input', '1', '3', '5'), 5, torch.Size([3]))
+    >>> result = analyze(net, torch.randn(64, 2), convention="hehl")
+    >>> result.layer_names, result.k, result.reductions[0]
+    (('input', '1', '3', '5'), 5, 'flatten')
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module (got {type(model).__name__})")
-    x = _probe_tensor(probe)
-    num_points = x.shape[0]
-    spec = check_layer_spec(layers)
-    if k is not None and (not _is_int(k) or k < 1):
-        raise ValueError(f"`k` must be a positive int or None (got {k!r})")
-    if k is not None and k >= num_points:
-        raise ValueError(f"`k` must be smaller than the number of probe points {num_points} (got {k})")
-    check_choice("convention", convention, CONVENTIONS)
-    check_choice("curvature", curvature, EDGE_CURVATURES)
-    check_choice("knn_backend", knn_backend, KNN_BACKENDS)
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1 (got {batch_size!r})")
-
-    device = _model_device(model, x.device)
-    modes = {module: module.training for module in model.modules()}
-
-    def run(xb: Tensor) -> Any:
-        with torch.no_grad(), _eager():
-            return model(xb.to(device))
-
-    try:
-        model.eval()
-        if isinstance(spec, list):
-            names = ActivationCapture(model, spec).names
-        else:
-            select = ACTIVATION_TYPES if spec is None else cast(_Select, spec)
-            sample = x[: min(num_points, batch_size)]
-            names = find_layers(model, lambda: run(sample), select)
-        capture = ActivationCapture(model, names)
-        with capture:
-            for start in range(0, num_points, batch_size):
-                xb = x[start : start + batch_size]
-                capture.forward(lambda xb=xb: run(xb), batch_size=xb.shape[0])  # type: ignore[misc]
-        acts = capture.activations()
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-
-    if len(acts) < 2:
-        raise ValueError(
-            f"`layers` must select at least 2 layers of {type(model).__name__} (with the probe input, "
-            f"ricci_flow needs 3) (got {list(acts)})"
-        )
-    inputs = x.detach().to(acts[next(iter(acts))].device)
-    inputs = inputs.to(torch.float64 if inputs.dtype == torch.float64 else torch.float32)
-    tensors = [inputs.reshape(num_points, -1), *acts.values()]
-    if any(t.dtype == torch.float64 for t in tensors):
-        tensors = [t.double() for t in tensors]
-    result = ricci_flow(
-        tensors,
-        k if k is not None else default_k(num_points),
+    pipeline = Pipeline(
+        layers,
+        k,
         convention=convention,
         curvature=curvature,
         knn_backend=knn_backend,
         memory_budget=memory_budget,
+        reduce=reduce,
+        max_layers=max_layers,
+        batch_size=batch_size,
+        forward_fn=forward_fn,
     )
-    input_name = INPUT_LAYER if INPUT_LAYER not in acts else "probe_input"
+    data = make_probe(
+        probe, input_key=input_key, label_key=label_key, batch_to_input=batch_to_input, node_mask=node_mask
+    )
+    if k is not None and k >= data.num_points:
+        raise ValueError(f"`k` must be smaller than the number of probe points {data.num_points} (got {k})")
+    device = _model_device(model)
+    names, _, _ = pipeline.resolve(model, data, prepare=lambda batch: _to(batch, device))
+    if len(names) < 2:
+        raise ValueError(
+            f"`layers` must select at least 2 layers of {type(model).__name__} (with the probe input, "
+            f"ricci_flow needs 3) (got {names})"
+        )
+    message = degenerate_message(convention, len(names))
+    if message is not None:
+        warnings.warn(f"analyze: {message}", UserWarning, stacklevel=2)
+    captured = pipeline.capture(model, data, names, prepare=lambda batch: _to(batch, device))
+    result = pipeline.compute(captured)
     values = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
-    return AnalysisResult(**values, layer_names=(input_name, *acts))
+    return AnalysisResult(
+        **values,
+        layer_names=tuple(captured.names),
+        reductions=tuple(captured.reductions[name] for name in captured.names),
+        layer_rule=pipeline.rule or "",
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
+    return None
+
+
+def _to(batch: Any, device: torch.device | None) -> Any:
+    """Move every tensor of a batch (tensor, tuple, dict, graph with ``.to``) to ``device``."""
+    if device is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return type(batch)({key: _to(value, device) for key, value in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(value, device) for value in batch)
+    to = getattr(batch, "to", None)
+    return to(device) if callable(to) else batch
 
 
 def _as_curve(value: Any, where: str) -> Tensor:

@@ -1,12 +1,14 @@
-"""``RicciFlowMonitor``: measure the Ricci flow of a classifier's layers while it trains.
+"""``RicciFlowMonitor``: measure the Ricci flow of a model's layers while it trains.
 
 Shape symbols: N probe points, L layers (the probe input included), D_l features of layer l.
 
-At every validation run the callback passes a fixed probe set through the model once, captures the
-outputs of the chosen layers with temporary forward hooks (:mod:`lightning_ricci.capture`), calls
-:func:`lightning_ricci.ricci_flow` on ``[probe input, layer 1, ..., layer L-1]`` and logs the result
-with ``pl_module.log``, so it reaches every logger, ``trainer.callback_metrics``, ``EarlyStopping`` and
-``ModelCheckpoint``.
+At every validation run (and ``trainer.test()``) the callback passes a fixed probe set through the model
+once and logs the result with ``pl_module.log``, so it reaches every logger, ``trainer.callback_metrics``,
+``EarlyStopping`` and ``ModelCheckpoint``. The measurement itself (probe, layers, reductions,
+``ricci_flow``, scalars) is :mod:`lightning_ricci.pipeline`, the one path that
+:func:`~lightning_ricci.analyze` and the command line use too; this module holds only the Lightning
+parts: probe sampling from the validation data, the rank-0 compute and broadcast, logging, figures and
+histograms through :mod:`lightning_ricci.sinks`, history and checkpoint state.
 
 Example:
 
@@ -17,15 +19,14 @@ Example:
     from lightning_ricci import RicciFlowMonitor
 
     trainer = Trainer(callbacks=[RicciFlowMonitor(),
-                                 EarlyStopping(monitor="ricci/coefficient", mode="min", patience=3)])
+                                 EarlyStopping(monitor="ricci/local_mean", mode="min", patience=3)])
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,173 +34,172 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import WarningCache  # type: ignore[attr-defined]
 from torch.utils.data import default_collate
+from typing_extensions import override
 
-# default_k and _eager live in analysis.py (torch only), shared with `analyze`.
-from lightning_ricci.analysis import _eager, default_k
-from lightning_ricci.capture import (
-    ACTIVATION_TYPES,
-    ActivationCapture,
-    _select,
-    candidate_module_names,
-    check_layer_spec,
-    find_layers,
-)
-from lightning_ricci.geometry import ricci_flow
-from lightning_ricci.geometry._checks import check_choice
-from lightning_ricci.geometry.curvature import EDGE_CURVATURES
-from lightning_ricci.geometry.flow import CONVENTIONS
-from lightning_ricci.geometry.knn import KNN_BACKENDS
+from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, CaptureError, Reduce
+from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
+from lightning_ricci.pipeline import (
+    CLASS_FIELDS,
+    INPUT_LAYER,
+    ForwardFn,
+    LayerSpec,
+    Pipeline,
+    Probe,
+    carry_forward,
+    default_k,
+    degenerate_message,
+    is_graph,
+    make_probe,
+    scalars,
+    takes_labels,
+)
 
-__all__ = ["RicciFlowMonitor", "default_k"]
+__all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
 
-INPUT_LAYER = "input"
-
-# Scratch memory of the retry after a CUDA out-of-memory error (the default is 2 GiB).
-_SMALL_CUDA_BUDGET = 1 << 27
+#: Measurements projected (or last seen) to take longer than this announce themselves while they run.
+PROGRESS_SECONDS = 1.0
+_FLAGS = ("ricci/excluded", "ricci/failed", "ricci/carried")
+_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _probe_input(probe: Any, argument: str = "probe") -> Tensor:
-    """The model input of a probe: a tensor, or the first element of a tuple/list (labels are ignored)."""
-    x = probe[0] if isinstance(probe, (tuple, list)) and len(probe) > 0 else probe
-    if isinstance(probe, Mapping):
-        raise TypeError(
-            f"`{argument}` is a mapping (keys {list(probe)[:8]}); RicciFlowMonitor needs the model input as a "
-            "tensor: pass `probe=tensor` or `probe=(inputs, labels)`"
-        )
-    if not isinstance(x, Tensor):
-        raise TypeError(
-            f"`{argument}` must be a tensor [N, ...] or a tuple (inputs, labels) whose first element is one "
-            f"(got {type(x).__name__})"
-        )
-    if x.dim() == 0 or x.shape[0] < 3:
-        raise ValueError(
-            f"`{argument}` must hold at least 3 samples along dim 0 (got shape {tuple(x.shape)})"
-        )
-    return x
+def figure_due(index: int, log_figures: int, fitting: bool) -> bool:
+    """Whether measurement ``index`` (0-based, of this fit) gets the flow figure.
+
+    The first and every ``log_figures``-th after it; outside fit (``trainer.validate``/``test``) every
+    measurement is the last, so always; ``log_figures=0``: never. The last measurement of a fit gets
+    its figure at the end of training if this skipped it.
+
+    >>> [i for i in range(12) if figure_due(i, 5, True)], figure_due(3, 5, False), figure_due(0, 0, True)
+    ([0, 5, 10], True, False)
+    """
+    if log_figures <= 0:
+        return False
+    return not fitting or index % log_figures == 0
 
 
-def _input_layer(x: Tensor) -> Tensor:
-    x = x.detach()
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x = x.to(dtype=dtype)
-    return x.reshape(x.shape[0], -1)
-
-
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
+def _logged_step(trainer: Trainer) -> int:
+    """The step Lightning files this validation run's epoch-level scalars under (its logger connector
+    uses the fit loop's ``_batches_that_stepped``, one less than ``global_step`` inside a training epoch)."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(trainer.global_step)
 
 
 class RicciFlowMonitor(Callback):
-    r"""Log the Ricci-flow coefficient of a model's layers at every validation run.
+    r"""Log the Ricci-flow diagnostics of a model's layers at every validation run.
 
-    The probe set is a fixed set of N inputs. By default it is a seeded sample of ``num_samples`` points
-    of the first validation dataloader's dataset, drawn once (indices saved in checkpoints). The layer
-    list handed to :func:`~lightning_ricci.ricci_flow` is the probe input (flattened) followed by the
-    outputs of the chosen modules in order, flattened per sample by the rule of
-    :mod:`lightning_ricci.capture`. By default the chosen modules are the model's activation modules
-    (:data:`~lightning_ricci.capture.ACTIVATION_TYPES`: ``nn.ReLU``, ``nn.GELU``, ``nn.Tanh``, ...) in the
-    order the forward pass calls them; a module called several times gives one layer per call. With
-    ``convention="baptista"`` the coefficient pairs hidden layers only, so it needs at least three
-    chosen modules (two give a single pair, and the logged value falls back to 0.0). The probe is moved
-    to the model's device and through the precision plugin's ``convert_input``, but not through the
-    LightningModule's batch-transfer hooks: pass ``probe=`` already transformed if the model relies on them.
+    **Probe.** A fixed set of N points: by default a seeded sample of ``num_samples`` items of the first
+    validation dataloader's dataset, drawn once (indices saved in checkpoints), collated by that
+    loader's ``collate_fn`` and passed through the LightningModule's (or datamodule's) batch-transfer
+    hooks as a validation batch is. Tensor, tuple ``(x, y)`` and dict batches (``input_key`` /
+    ``label_key``, or ``batch_to_input``) work; a graph dataset (PyG ``Data``) gives a graph probe: the
+    forward runs once on the whole graph and the probe points are its ``node_mask`` nodes
+    (``val_mask`` by default, at most ``num_samples``). ``probe=`` gives the probe directly, used as
+    given (the transfer hooks are not applied; a warning says so where the model overrides them).
+    Labels of the probe (the dataset's, a ``(x, y)`` probe's, ``label_key``, a graph's ``y``) go to
+    ``ricci_flow(labels=...)``, which adds the class-structure keys.
+
+    **Layers and reductions** follow :mod:`lightning_ricci.capture`: by default the block outputs of
+    residual and transformer models (with the head), else the activation modules in forward order (the
+    papers' MLPs, unchanged), else the children that run (functional activations); at most
+    ``max_layers``. Each output is reduced to [N, D_l] (``reduce="auto"``: flattened up to 4096 values per
+    sample, else pooled). The layers, the rule and the reductions are printed at the first measurement
+    and stored in :attr:`reductions` and every history entry.
+
+    **Cost.** Before the first measurement the projected activation memory and time are checked
+    against :data:`~lightning_ricci.pipeline.ACTIVATION_BUDGET_MB` and
+    :data:`~lightning_ricci.pipeline.TIME_BUDGET_S`; above them, one warning gives the numbers and the
+    knobs. A measurement that takes more than about a second prints a line when it starts.
 
     Logged at each measurement (``P`` is ``log_prefix``), through ``pl_module.log`` in
-    ``on_validation_epoch_end``:
+    ``on_validation_epoch_end`` / ``on_test_epoch_end``: the keys of :func:`~lightning_ricci.pipeline.scalars`
+    (``P ricci/coefficient``, ``P ricci/local_mean``, ``P ricci/local_negative_share``,
+    ``P ricci/critical_layer``, ``P ricci/curvature/{layer}``, ``P ricci/geodesic_sum/{layer}``, and with
+    labels ``P ricci/class/{modularity,normalized_cut,mixing,curvature_gap}`` of the last layer and
+    ``P ricci/class/{field}/{layer}``), plus the flags ``P ricci/excluded`` (1: the paper's coefficient
+    is undefined and the connected-pairs value stands in), ``P ricci/failed`` (1: the measurement raised;
+    warned once) and ``P ricci/carried`` (1: some value of this measurement was undefined or failed and
+    was replaced).
 
-    * ``P ricci/coefficient``: the global coefficient of ``convention``; **never NaN or Inf**. Where
-      the convention leaves it undefined, the coefficient over pairs connected in both layers
-      (``coefficient_connected``) is logged, and where even that is undefined, 0.0. Negative means
-      Ricci-flow-like; more negative is stronger, so early-stop with ``mode="min"``.
-    * ``P ricci/excluded``: 1.0 when a fallback value was logged, else 0.0.
-    * ``P ricci/failed``: 1.0 when the geometry raised (the coefficient is then logged as 0.0).
-    * ``P ricci/local_mean`` and ``P ricci/local_negative_share``: mean of the local coefficients
-      (Hehl et al.) and the share of negative ones (0.0 where no point has a defined one).
-    * ``P ricci/critical_layer``: the transition t (layer t -> t+1) where the layer coefficient is
-      lowest, -1 if undefined.
-    * ``P ricci/curvature/{layer}`` and ``P ricci/geodesic_sum/{layer}`` for every layer, ``input``
-      included.
-    * On loggers whose ``experiment`` has ``add_histogram``/``add_figure`` (TensorBoard): histograms
-      ``P ricci/edge_curvature/{layer}`` and ``P ricci/local`` at every measurement, and a figure
-      ``P ricci/flow`` (curvature and geodesic change across layers; needs
-      ``pip install 'lightning-ricci[plots]'``) on the schedule of ``log_figures``, plus one for the
-      last measurement when training ends.
+    **Failures and undefined values never win.** No logged value is ever NaN or Inf. A value that is
+    undefined or failed is replaced by the last valid value of the same key (before any, the upper end of
+    its range, see :func:`~lightning_ricci.pipeline.carry_forward`), so it is never an improvement for
+    ``EarlyStopping(mode="min")`` or ``ModelCheckpoint(mode="min")``; and for every ``EarlyStopping`` that
+    monitors a carried key the monitor holds its patience for that check (its ``wait_count`` does not
+    grow), so a run of failed measurements never stops training by itself.
+
+    **Extras.** Through :mod:`lightning_ricci.sinks` (TensorBoard, W&B, MLflow; nothing for CSV), at the
+    same step as the scalars of the measurement (``history[i]["global_step"]`` is that step): histograms
+    ``P ricci/union_edge_curvature/{layer}`` (the ``curvature=`` kind of every undirected union edge: not
+    the terms of ``ricci/curvature/{layer}``, which sums Forman curvature over the convention's edges)
+    and ``P ricci/local_coefficients``; the figure ``P ricci/flow`` on the schedule of ``log_figures``
+    (:func:`figure_due`) and for the last measurement at the end of training.
 
     Args:
-        probe (Tensor | tuple, optional): the probe inputs [N, ...], or ``(inputs, labels, ...)`` whose
-            first element is used. Used as given (``num_samples`` does not apply). Default: None (sample
-            the validation dataset).
-        layers (Sequence[str] | type | tuple[type, ...] | Callable, optional): module names (wrapper
-            prefixes such as ``module.`` or ``_orig_mod.`` may be left out; ``"name:i"`` picks the i-th
-            call of a module run several times), or module classes, or a predicate
-            ``(name, module) -> bool`` (these two are ordered by the forward pass). Default: None
-            (activation modules).
-        k (int, optional): neighbours per point. Default: None, meaning :func:`default_k` of N (5 % of
-            N, clipped to [5, 50]: 50 for the default 1000 points).
-        convention (str, optional): ``"baptista"`` or ``"hehl"``, see :func:`~lightning_ricci.ricci_flow`.
-            Default: ``"baptista"``.
-        curvature (str, optional): ``"forman"``, ``"augmented_forman"`` or ``"approx_ollivier"`` for the
-            local and layer coefficients. Default: ``"forman"``.
-        num_samples (int, optional): size of the default probe, capped by the dataset size. Default: 1000.
+        probe (Any, optional): the probe (tensor, ``(x, y)``, dict batch or graph). Default: None.
+        layers (Sequence[str] | type | tuple[type, ...] | Callable, optional): module names
+            (``"name:i"``: the i-th call; ``"name[0]"`` / ``"name[key]"``: an element of a tuple/dict output),
+            classes or a predicate ``(name, module) -> bool``. Default: None (the default rules).
+        k (int, optional): neighbours per point. Default: None (:func:`default_k` of N: 50 at N = 1000).
+        convention (str, optional): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
+        curvature (str, optional): edge curvature of the local and layer coefficients. Default: ``"forman"``.
+        num_samples (int, optional): size of the default probe. Default: 1000.
         seed (int, optional): seed of the default probe sample. Default: 0.
-        every_n_epochs (int, optional): measure in epochs where ``(epoch + 1) % every_n_epochs == 0``.
-            Values above 1 leave a stale ``ricci/coefficient`` in ``callback_metrics`` in between, which
-            ``EarlyStopping`` counts against its patience (and ``EarlyStopping(strict=True)`` raises in the
-            first skipped epoch); to measure less often while early-stopping on it, use
-            ``Trainer(check_val_every_n_epoch=n)`` instead. Default: 1.
-        run_on_sanity_check (bool, optional): also measure during the sanity check (nothing reaches
-            the loggers then). The probe is built and the layers are resolved during the sanity check
-            either way, so configuration errors show up early. Default: False.
-        strict (bool, optional): re-raise exceptions from the geometry instead of warning once and
-            logging the coefficient as 0.0 with ``ricci/failed`` = 1. Default: False.
-        log_prefix (str, optional): prepended to every key; needed to tell two monitors apart.
-            Default: ``""``.
+        every_n_epochs (int, optional): measure in epochs where ``(epoch + 1) % every_n_epochs == 0``
+            (values above 1 leave stale values that ``EarlyStopping`` counts; prefer
+            ``Trainer(check_val_every_n_epoch=n)``). Default: 1.
+        run_on_sanity_check (bool, optional): also measure during the sanity check. The probe is built
+            and the layers resolved (and checked to run) then either way. Default: False.
+        strict (bool, optional): re-raise failures (capture errors, geometry exceptions) instead of
+            flagging them. Default: False.
+        log_prefix (str, optional): prepended to every key; tells two monitors apart. Default: ``""``.
         batch_size (int, optional): probe points per forward pass. Default: 256.
-        log_histograms (bool, optional): write edge-curvature histograms where the logger can.
-            Default: True.
-        log_figures (bool | int, optional): where the logger can, write the flow figure at the first
-            measurement and every ``log_figures``-th after it, and for the last measurement when training
-            ends; ``True`` means every measurement, ``False`` or 0 never. Rendering a figure costs about
-            0.1-0.4 s of CPU time, more than the geometry at the defaults, hence not every time by
-            default. Default: 10.
-        knn_backend (str, optional): passed to :func:`~lightning_ricci.ricci_flow`. Default: ``"auto"``.
+        log_histograms (bool, optional): write the histograms. Default: True.
+        log_figures (bool | int, optional): figure schedule (``True``: every measurement). Default: 10.
+        knn_backend (str, optional): passed to ``ricci_flow``. Default: ``"auto"``.
+        reduce (str | Callable | Mapping, optional): per-layer reduction. Default: ``"auto"``.
+        max_layers (int, optional): cap on the default layers. Default: 12.
+        input_key (str, optional): dict batches: the model input's key. Default: None (``"x"``, ...).
+        label_key (str, optional): dict batches: the labels' key. Default: None (``"y"``, ...).
+        batch_to_input (Callable, optional): batch -> model input. Default: None.
+        forward_fn (Callable, optional): ``forward_fn(model, inputs) -> output`` for any forward
+            signature. Default: None (:func:`~lightning_ricci.pipeline.default_forward`).
+        node_mask (str, optional): graph probes: the boolean node attribute of probe nodes.
+            Default: ``"val_mask"``.
 
     Attributes:
-        last_result (RicciFlowResult | None): the latest result (on global rank 0 only; other ranks get
-            the logged numbers, not the tensors).
-        layer_names (list[str]): names of the L layers given to ``ricci_flow``, ``"input"`` first.
+        last_result (RicciFlowResult | None): the latest result (global rank 0 only).
+        layer_names (list[str]): the L layer names, ``"input"`` first.
+        reductions (dict[str, str]): layer name -> reduction applied.
+        layer_rule (str): ``"blocks"``, ``"activations"``, ``"children"``, ``"names"`` or ``"selected"``.
         history (list[dict]): one entry per measurement outside the sanity check: ``epoch``,
-            ``global_step``, ``coefficient`` (as logged), ``coefficient_paper`` (NaN when undefined),
-            ``coefficient_connected``, ``excluded``, ``failed``, ``local_mean``, ``local_negative_share``,
-            ``critical_layer``, per layer ``curvature``/``geodesic_sum`` dicts, the ``layer`` list, and
-            ``seconds`` (wall time of the probe pass and the geometry on rank 0). Saved in checkpoints.
-        probe_indices (list[int] | None): the dataset indices of the default probe. Saved in checkpoints
-            so that a resumed run measures the same points.
+            ``global_step`` (the step of its logged scalars), ``stage``, ``coefficient`` (as logged),
+            ``coefficient_paper``, ``coefficient_connected`` (NaN when undefined), ``excluded``,
+            ``failed``, ``carried`` (keys replaced), ``local_mean``, ``local_negative_share``,
+            ``critical_layer``, ``curvature``/``geodesic_sum`` dicts, ``layer`` (layer coefficients),
+            ``reductions`` and ``seconds``. Saved in checkpoints.
+        probe_indices (list[int] | None): dataset indices (graph: node indices) of the default probe,
+            saved in checkpoints so that a resumed run measures the same points.
         critical_layer (int | None): at the end of fit, the critical transition of the last measurement.
 
-    Cost: one forward pass over the probe per measurement (in chunks of ``batch_size``) and one
-    ``ricci_flow`` call on the model's device (about 0.16 s on a 2-core CPU for N = 1000, six layers,
-    k = 50; peak extra memory about 75 MB).
-    The captured activations stay on that device: about N x (sum of D_l) x 4 bytes, which for conv
-    feature maps can be large; lower ``num_samples`` or choose fewer ``layers`` then.
+    ``trainer.test()`` measures too (history ``stage="test"``), on the monitor's probe (sampled from the
+    test data if no validation run built one). A model without a validation loop gets one warning that
+    the monitor will never measure during fit.
 
     Distributed training: the probe forward runs on every rank (under FSDP and DeepSpeed ZeRO-3 the
-    forward is a collective, so it must), ``ricci_flow`` runs on global rank 0 only, and the logged numbers
-    are broadcast with ``trainer.strategy.broadcast`` and logged on every rank, so ``EarlyStopping``
-    stops all ranks at the same epoch. Tested with DDP (``ddp``, ``ddp_spawn``). FSDP and DeepSpeed
-    ZeRO-3 take the same path (the forward on every rank gathers the sharded parameters; the hooked
-    outputs are whole per-sample activations, so the numbers are the single-device ones), and
-    ``_fsdp_wrapped_module.``/``_checkpoint_wrapped_module.`` prefixes are normalised away, but these
-    strategies are not covered by the tests. Tensor-parallel layers whose outputs are sharded along
-    features are not supported.
+    forward is a collective), ``ricci_flow`` on global rank 0 only, and the logged numbers are broadcast
+    and logged on every rank, so ``EarlyStopping`` stops all ranks at the same epoch. A probe forward that
+    raises (an error of the model itself, not of the capture) is re-raised: it is the one fatal case,
+    since the other ranks may be inside the same collective forward.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -212,12 +212,8 @@ class RicciFlowMonitor(Callback):
 
     def __init__(
         self,
-        probe: Tensor | Sequence[Any] | None = None,
-        layers: Sequence[str]
-        | type[nn.Module]
-        | tuple[type[nn.Module], ...]
-        | Callable[[str, nn.Module], bool]
-        | None = None,
+        probe: Any = None,
+        layers: LayerSpec = None,
         k: int | None = None,
         *,
         convention: Convention = "baptista",
@@ -231,24 +227,28 @@ class RicciFlowMonitor(Callback):
         batch_size: int = 256,
         log_histograms: bool = True,
         log_figures: bool | int = 10,
-        knn_backend: str = "auto",
+        knn_backend: KnnBackend = "auto",
+        reduce: Reduce | Mapping[str, Reduce] = "auto",
+        max_layers: int = DEFAULT_MAX_LAYERS,
+        input_key: str | None = None,
+        label_key: str | None = None,
+        batch_to_input: Callable[[Any], Any] | None = None,
+        forward_fn: ForwardFn | None = None,
+        node_mask: str | None = "val_mask",
     ) -> None:
         super().__init__()
-        self._probe_x: Tensor | None = None
-        self._probe_given = probe is not None
-        if probe is not None:
-            self._probe_x = _probe_input(probe)
-        self._layer_spec = check_layer_spec(layers)
-        if k is not None and (not _is_int(k) or k < 1):
-            raise ValueError(f"`k` must be a positive int or None (got {k!r})")
-        check_choice("convention", convention, CONVENTIONS)
-        check_choice("curvature", curvature, EDGE_CURVATURES)
-        check_choice("knn_backend", knn_backend, KNN_BACKENDS)
-        for name, value, low in (
-            ("num_samples", num_samples, 3),
-            ("every_n_epochs", every_n_epochs, 1),
-            ("batch_size", batch_size, 1),
-        ):
+        self.pipeline = Pipeline(
+            layers,
+            k,
+            convention=convention,
+            curvature=curvature,
+            knn_backend=knn_backend,
+            reduce=reduce,
+            max_layers=max_layers,
+            batch_size=batch_size,
+            forward_fn=forward_fn,
+        )
+        for name, value, low in (("num_samples", num_samples, 3), ("every_n_epochs", every_n_epochs, 1)):
             if not _is_int(value) or value < low:
                 raise ValueError(f"`{name}` must be an int >= {low} (got {value!r})")
         if not isinstance(log_figures, (bool, int)) or log_figures < 0:
@@ -257,35 +257,45 @@ class RicciFlowMonitor(Callback):
             raise TypeError(f"`seed` must be an int (got {type(seed).__name__})")
         if not isinstance(log_prefix, str):
             raise TypeError(f"`log_prefix` must be a str (got {type(log_prefix).__name__})")
-        num_points = self._probe_x.shape[0] if self._probe_x is not None else None
-        if k is not None and num_points is not None and k >= num_points:
-            raise ValueError(f"`k` must be smaller than the number of probe points {num_points} (got {k})")
-        if k is not None and num_points is None and k >= num_samples:
+        if batch_to_input is not None and not callable(batch_to_input):
+            raise TypeError(f"`batch_to_input` must be callable (got {type(batch_to_input).__name__})")
+        self._probe_options: dict[str, Any] = {
+            "input_key": input_key,
+            "label_key": label_key,
+            "batch_to_input": batch_to_input,
+            "node_mask": node_mask,
+        }
+        self._probe: Probe | None = None
+        self._probe_given = probe is not None
+        if probe is not None:
+            self._probe = make_probe(probe, **self._probe_options)
+        points = self._probe.num_points if self._probe is not None else None
+        if k is not None and points is not None and k >= points:
+            raise ValueError(f"`k` must be smaller than the number of probe points {points} (got {k})")
+        if k is not None and points is None and k >= num_samples:
             raise ValueError(f"`k` must be smaller than `num_samples` {num_samples} (got {k})")
 
-        self.k = k
-        self.convention: Convention = convention
-        self.curvature: CurvatureKind = curvature
-        self.num_samples = num_samples
-        self.seed = seed
-        self.every_n_epochs = every_n_epochs
-        self.run_on_sanity_check = run_on_sanity_check
-        self.strict = strict
-        self.log_prefix = log_prefix
-        self.batch_size = batch_size
-        self.log_histograms = log_histograms
+        self.k, self.convention, self.curvature, self.knn_backend = k, convention, curvature, knn_backend
+        self.num_samples, self.seed, self.every_n_epochs = num_samples, seed, every_n_epochs
+        self.run_on_sanity_check, self.strict, self.log_prefix = run_on_sanity_check, strict, log_prefix
+        self.batch_size, self.log_histograms = batch_size, log_histograms
         self.log_figures = int(log_figures)  # measurements between figures; 0: none
-        self._unplotted_step: int | None = None  # global step of a measurement still without a figure
-        self.knn_backend = knn_backend
 
         self.last_result: RicciFlowResult | None = None
         self.layer_names: list[str] = []
+        self.reductions: dict[str, str] = {}
+        self.layer_rule = ""
         self.history: list[dict[str, Any]] = []
         self.probe_indices: list[int] | None = None
         self.critical_layer: int | None = None
         self._module_layers: list[str] | None = None
-        self._capture: ActivationCapture | None = None
-        self._warned: set[str] = set()
+        self._last_valid: dict[str, float] = {}
+        self._logged_keys: list[str] = []
+        self._held: list[EarlyStopping] = []
+        self._announce = False
+        self._unplotted_step: int | None = None
+        self._fit_measurements = 0
+        self._warnings = WarningCache()
 
     # ------------------------------------------------------------------ configuration
 
@@ -294,75 +304,94 @@ class RicciFlowMonitor(Callback):
         return self._generate_state_key(log_prefix=self.log_prefix)
 
     def _key(self, name: str) -> str:
-        return f"{self.log_prefix}ricci/{name}"
+        return f"{self.log_prefix}{name}"
 
     @property
-    def probe(self) -> Tensor | None:
-        """The probe inputs [N, ...] on the CPU (None until the first validation run builds them)."""
-        return self._probe_x
+    def _name(self) -> str:
+        return f"RicciFlowMonitor(log_prefix={self.log_prefix!r})" if self.log_prefix else "RicciFlowMonitor"
+
+    @property
+    def probe(self) -> Any:
+        """The probe's model input (a tensor [N, ...]; the graph of a graph probe), None until built."""
+        if self._probe is None:
+            return None
+        batch = self._probe.batch
+        return batch if self._probe.is_graph else self._probe.model_input(batch)
+
+    def _warn(self, key: str, message: str) -> None:
+        self._warnings.warn(f"{self._name}: {message}")
 
     # ------------------------------------------------------------------ lifecycle
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Forget the layers resolved for a previous model; they are resolved again for this run."""
         self._module_layers = None
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Check the configuration against the model: layer names, activation modules, EarlyStopping."""
-        # Two monitors with one `log_prefix` share a `state_key`: the Trainer itself refuses them.
-        self._check_model(pl_module)
+        """Check the configuration against the model and the trainer."""
+        if isinstance(self.pipeline.layers, list):
+            ActivationCapture(
+                pl_module, self.pipeline.layers
+            )  # raises for unknown names, listing the ones that exist
+        if trainer.limit_val_batches == 0 or not is_overridden("validation_step", pl_module):
+            self._warn(
+                "no-val",
+                "the model has no validation loop (no `validation_step`, or `limit_val_batches=0`): the monitor "
+                "measures at validation runs and will never measure during this fit",
+            )
         if self.every_n_epochs > 1:
             for cb in trainer.callbacks:  # type: ignore[attr-defined]
                 if isinstance(cb, EarlyStopping) and cb.monitor.startswith(f"{self.log_prefix}ricci/"):
-                    rank_zero_warn(
-                        f"RicciFlowMonitor(every_n_epochs={self.every_n_epochs}) leaves a stale {cb.monitor!r} "
-                        "in the epochs it skips, and EarlyStopping counts those against its patience (with "
-                        "`strict=True` it raises at the first skipped epoch, before any measurement). Use "
-                        "`Trainer(check_val_every_n_epoch=n)` with `every_n_epochs=1` instead."
+                    self._warn(
+                        "stale",
+                        f"every_n_epochs={self.every_n_epochs} leaves a stale {cb.monitor!r} in the epochs it "
+                        "skips, and EarlyStopping counts those against its patience (with `strict=True` it raises "
+                        "at the first skipped epoch). Use `Trainer(check_val_every_n_epoch=n)` instead.",
                     )
+        self._fit_measurements = 0
 
-    def _check_model(self, pl_module: LightningModule) -> None:
-        spec = self._layer_spec
-        if isinstance(spec, list):
-            ActivationCapture(pl_module, spec)  # raises for unknown names, listing the ones that exist
-            return
-        if spec is None:
-            found = _select(pl_module, lambda name, module: isinstance(module, ACTIVATION_TYPES))
-        elif isinstance(spec, (type, tuple)):
-            found = _select(pl_module, lambda name, module: isinstance(module, spec))
-        else:
-            found = _select(pl_module, spec)
-        if not found:
-            what = (
-                "activation modules (nn.ReLU, nn.GELU, ...)" if spec is None else "modules matching `layers`"
-            )
-            candidates = candidate_module_names(pl_module)
-            raise ValueError(
-                f"RicciFlowMonitor found no {what} in {type(pl_module).__name__}; activations applied as "
-                "functions (F.relu, torch.tanh) cannot be hooked. Pass `layers=[...]` with module names, "
-                f"for example from: {', '.join(repr(n) for n in candidates[:60]) or 'none'}"
-            )
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for cb in self._held:  # a held check that did not run: give the patience back
+            cb.wait_count = max(cb.wait_count, 0)
+        self._held = []
 
+    @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Measure on the probe set and log (see the class docstring)."""
-        self._prepare(trainer, pl_module)
+        self._run(trainer, pl_module, "validate")
+
+    @override
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Measure in ``trainer.test()`` as well."""
+        self._run(trainer, pl_module, "test")
+
+    def _run(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._prepare(trainer, pl_module, stage)
         if trainer.sanity_checking and not self.run_on_sanity_check:
             return
-        if not trainer.sanity_checking and not self._is_due(trainer):
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        payload = self._measure(trainer, pl_module)
-        self._log(pl_module, trainer, payload)
-        if not trainer.sanity_checking:
-            self.history.append(payload["entry"])
+        self._measure(trainer, pl_module, stage)
 
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the figure of the last measurement if its schedule skipped it (loggers are still open)."""
+        if self._unplotted_step is not None and self.last_result is not None and trainer.is_global_zero:
+            self._log_figure(trainer, self.last_result, self._unplotted_step)
+
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Record the critical layer of the last measurement; report what the measurements cost."""
         if not self.history:
             return
         seconds = [float(e["seconds"]) for e in self.history if "seconds" in e]
-        if seconds and self._probe_x is not None:
+        if seconds and self._probe is not None:
             rank_zero_info(
-                f"RicciFlowMonitor: {len(seconds)} measurements of {self._probe_x.shape[0]} probe points took "
+                f"{self._name}: {len(seconds)} measurements of {self._probe.num_points} probe points took "
                 f"{sum(seconds) / len(seconds):.3f} s each on average (probe pass and geometry)"
             )
         entry = self.history[-1]
@@ -370,83 +399,109 @@ class RicciFlowMonitor(Callback):
         if self.critical_layer >= 0 and len(self.layer_names) > self.critical_layer + 1:
             t = self.critical_layer
             rank_zero_info(
-                f"RicciFlowMonitor: critical layer at the end of fit: transition {t} "
-                f"({self.layer_names[t]} -> {self.layer_names[t + 1]}), layer coefficient "
-                f"{entry['layer'][t]:.4f}"
+                f"{self._name}: critical layer at the end of fit: transition {t} "
+                f"({self.layer_names[t]} -> {self.layer_names[t + 1]}), layer coefficient {entry['layer'][t]:.4f}"
             )
 
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._remove_hooks()
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._remove_hooks()
-
-    def _remove_hooks(self) -> None:
-        if self._capture is not None:
-            self._capture.remove()
-            self._capture = None
-
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": [dict(entry) for entry in self.history],
             "probe_indices": None if self.probe_indices is None else list(self.probe_indices),
-            "layer_names": list(self.layer_names),
             "critical_layer": self.critical_layer,
+            "last_valid": dict(self._last_valid),
+            "logged_keys": list(self._logged_keys),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(entry) for entry in state_dict.get("history", [])]
         indices = state_dict.get("probe_indices")
         self.probe_indices = None if indices is None else [int(i) for i in indices]
         self.critical_layer = state_dict.get("critical_layer")
+        self._last_valid = dict(state_dict.get("last_valid", {}))
+        self._logged_keys = list(state_dict.get("logged_keys", []))
         if not self._probe_given:
-            self._probe_x = None  # rebuilt from the restored indices at the next validation run
+            self._probe = None  # rebuilt from the restored indices at the next validation run
 
     # ------------------------------------------------------------------ probe and layers
 
-    def _is_due(self, trainer: Trainer) -> bool:
-        if trainer.state.fn != TrainerFn.FITTING:
-            return True
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._probe_x is None:
-            self._probe_x = self._probe_from_val_data(trainer)
-        num_points = self._probe_x.shape[0]
-        if self.k is not None and self.k >= num_points:
-            raise ValueError(
-                f"`k` must be smaller than the number of probe points {num_points} (got {self.k})"
+    def _runner(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> dict[str, Any]:
+        """How a probe batch reaches the model: transfer hooks (default probe) or a move to the device,
+        the precision plugin's input conversion and its forward context."""
+        plugin = trainer.precision_plugin
+        datamodule = getattr(trainer, "datamodule", None)
+        hooks = []
+        for name in _TRANSFER_HOOKS:
+            owner: Any = (
+                datamodule if datamodule is not None and is_overridden(name, datamodule) else pl_module
             )
-        if self._module_layers is None:
-            spec = self._layer_spec
-            if isinstance(spec, list):
-                self._module_layers = ActivationCapture(pl_module, spec).names
-            else:
-                select = ACTIVATION_TYPES if spec is None else spec
-                sample = self._probe_x[: min(num_points, self.batch_size)]
-                modes = {m: m.training for m in pl_module.modules()}
-                try:
-                    pl_module.eval()
-                    self._module_layers = find_layers(
-                        pl_module, lambda: self._forward(trainer, pl_module, sample), select
-                    )
-                finally:
-                    for module, mode in modes.items():
-                        module.training = mode
-            inputs_name = INPUT_LAYER if INPUT_LAYER not in self._module_layers else "probe_input"
-            self.layer_names = [inputs_name, *self._module_layers]
+            hooks.append((name, getattr(owner, name)))
 
-    def _probe_from_val_data(self, trainer: Trainer) -> Tensor:
-        loaders = trainer.val_dataloaders
+        def transfer(batch: Any) -> Any:
+            for name, hook in hooks:
+                batch = (
+                    hook(batch, pl_module.device, 0) if name == "transfer_batch_to_device" else hook(batch, 0)
+                )
+            return batch
+
+        def move(batch: Any) -> Any:
+            return move_data_to_device(batch, pl_module.device)
+
+        context = getattr(plugin, "test_step_context" if stage == "test" else "val_step_context", None)
+        return {
+            "prepare": move if self._probe_given else transfer,
+            "convert": plugin.convert_input,
+            "context": context or plugin.forward_context,
+        }
+
+    def _prepare(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._probe is None:
+            self._probe = self._probe_from_data(trainer, stage)
+        points = self._probe.num_points
+        if self.k is not None and self.k >= points:
+            raise ValueError(f"`k` must be smaller than the number of probe points {points} (got {self.k})")
+        if self._module_layers is not None:
+            return
+        if self._probe_given and any(is_overridden(name, pl_module) for name in _TRANSFER_HOOKS):
+            self._warn(
+                "given-probe",
+                "`probe=` is used as given: the LightningModule's batch-transfer hooks are not applied to it "
+                "(the default probe, sampled from the validation data, goes through them)",
+            )
+        names, dims, seconds_per_point = self.pipeline.resolve(
+            pl_module, self._probe, **self._runner(trainer, pl_module, stage)
+        )
+        self._module_layers = names
+        input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
+        self.layer_names = [input_name, *names]
+        self.layer_rule = self.pipeline.rule or ""
+        message = degenerate_message(self.convention, len(names))
+        if message is not None:
+            self._warn("degenerate", message)
+        cost = self.pipeline.estimate(dims, points, seconds_per_point)
+        self._announce = cost.seconds > PROGRESS_SECONDS
+        if cost.over_budget():
+            self._warn(
+                "cost",
+                f"a measurement of {points} probe points on {len(dims)} layers projects {cost.activation_mb:.0f} MB "
+                f"of activations and about {cost.seconds:.1f} s (forward {cost.forward_seconds:.1f} s, geometry "
+                f"{cost.geometry_seconds:.1f} s); lower `num_samples`, choose fewer `layers` or `max_layers`, or "
+                'pool more (`reduce="mean"`)',
+            )
+
+    def _probe_from_data(self, trainer: Trainer, stage: str) -> Probe:
+        loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
         if isinstance(loaders, Mapping):
             loaders = next(iter(loaders.values()), None)
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0] if loaders else None
         dataset = getattr(loaders, "dataset", None)
+        where = "test" if stage == "test" else "validation"
         if dataset is None:
             raise ValueError(
-                "RicciFlowMonitor(probe=None) samples the validation dataloader's dataset, but the trainer has "
-                "no validation dataloader with a `dataset`; pass `probe=` explicitly"
+                f"RicciFlowMonitor(probe=None) samples the {where} dataloader's dataset, but the trainer has "
+                f"no {where} dataloader with a `dataset`; pass `probe=` explicitly"
             )
         try:
             size = len(dataset)
@@ -455,289 +510,223 @@ class RicciFlowMonitor(Callback):
                 f"RicciFlowMonitor(probe=None) cannot sample a {type(dataset).__name__} without `len()` "
                 "(an IterableDataset); pass `probe=` explicitly"
             ) from None
+        first = dataset[0]
+        if is_graph(first):
+            probe = make_probe(first, **self._probe_options, max_points=self.num_samples, seed=self.seed)
+            assert probe.nodes is not None
+            if self.probe_indices is not None and self.probe_indices != probe.nodes.tolist():
+                probe.nodes = torch.tensor(self.probe_indices, dtype=torch.long)
+                probe.num_points = len(self.probe_indices)
+            self.probe_indices = probe.nodes.tolist()
+            return probe
         if self.probe_indices is None:
             generator = torch.Generator().manual_seed(self.seed)
             count = min(self.num_samples, size)
             self.probe_indices = torch.randperm(size, generator=generator)[:count].sort().values.tolist()
         elif self.probe_indices and max(self.probe_indices) >= size:
             raise ValueError(
-                f"the restored probe indices go up to {max(self.probe_indices)}, but the validation dataset "
-                f"has {size} samples: resume with the same validation data, or pass `probe=`"
+                f"the restored probe indices go up to {max(self.probe_indices)}, but the {where} dataset has "
+                f"{size} samples: resume with the same {where} data, or pass `probe=`"
             )
         collate = getattr(loaders, "collate_fn", None) or default_collate
         batch = collate([dataset[i] for i in self.probe_indices])
-        return _probe_input(batch, argument="the validation batch").detach().cpu()
-
-    def _forward(self, trainer: Trainer, pl_module: LightningModule, x: Tensor) -> Any:
-        """One probe forward: no_grad, the precision plugin's input conversion and context, eager."""
-        plugin = trainer.precision_plugin
-        x = plugin.convert_input(move_data_to_device(x, pl_module.device))
-        context = getattr(plugin, "val_step_context", plugin.forward_context)
-        call = torch.compiler.disable(lambda inputs: pl_module(inputs), recursive=True)  # type: ignore[no-untyped-call]
-        with torch.no_grad(), _eager(), context():
-            return call(x)
-
-    def _probe_pass(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Tensor]:
-        assert self._probe_x is not None and self._module_layers is not None
-        modes = {m: m.training for m in pl_module.modules()}
-        capture = ActivationCapture(pl_module, self._module_layers)
-        self._capture = capture
-        try:
-            pl_module.eval()
-            with capture:
-                for start in range(0, self._probe_x.shape[0], self.batch_size):
-                    xb = self._probe_x[start : start + self.batch_size]
-                    capture.forward(
-                        lambda xb=xb: self._forward(trainer, pl_module, xb),  # type: ignore[misc]
-                        batch_size=xb.shape[0],
-                    )
-            acts = capture.activations()
-        finally:
-            capture.remove()
-            self._capture = None
-            for module, mode in modes.items():
-                module.training = mode
-        if list(acts) != self._module_layers:
-            self._module_layers = list(acts)
-            self.layer_names = [self.layer_names[0], *acts]
-        return acts
+        return make_probe(batch, **self._probe_options, argument=f"the {where} batch")
 
     # ------------------------------------------------------------------ measurement
 
-    def _measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+    def _measure(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        assert self._probe is not None and self._module_layers is not None
         start = time.perf_counter()
-        acts = self._probe_pass(trainer, pl_module)  # every rank: the forward may be a collective
-        payload: dict[str, Any] | None = None
+        if self._announce and trainer.is_global_zero and not trainer.sanity_checking:
+            rank_zero_info(
+                f"{self._name}: measuring {self._probe.num_points} probe points on {len(self.layer_names)} layers "
+                f"(epoch {trainer.current_epoch}) ..."
+            )
+        captured = None
         error: BaseException | None = None
+        try:  # every rank: the forward may be a collective
+            captured = self.pipeline.capture(
+                pl_module, self._probe, self._module_layers, **self._runner(trainer, pl_module, stage)
+            )
+        except CaptureError as err:
+            error = err
+        payload: dict[str, Any] | None = None
         if trainer.is_global_zero:
-            device = next(iter(acts.values())).device
-            assert self._probe_x is not None
-            layers = [_input_layer(self._probe_x.to(device)), *acts.values()]
-            if any(t.dtype == torch.float64 for t in layers):
-                layers = [t.double() for t in layers]
-            try:
-                result = self._ricci_flow(layers)
-            except Exception as err:  # noqa: BLE001 - the geometry must not stop training unless strict
-                error = err
-                payload = self._failure_payload(trainer, err)
-            else:
-                self.last_result = result
-                payload = self._payload(trainer, result)
-            payload["entry"]["seconds"] = time.perf_counter() - start
+            result = None
+            if captured is not None:
+                try:
+                    result = self.pipeline.compute(captured, warn=self._warn)
+                except Exception as err:  # noqa: BLE001 - the geometry must not stop training unless strict
+                    error = err
+            payload = self._payload(result, captured, error)
+            payload["seconds"] = time.perf_counter() - start
+            self.last_result = result if result is not None else self.last_result
         payload = trainer.strategy.broadcast(payload, src=0)
         assert payload is not None
         if payload["error"] is not None:
             if self.strict:
                 if error is not None:
                     raise error
-                raise RuntimeError(f"RicciFlowMonitor: ricci_flow failed on rank 0: {payload['error']}")
-            self._warn_once(
+                raise RuntimeError(f"RicciFlowMonitor: the measurement failed on rank 0: {payload['error']}")
+            self._warn(
                 "failed",
-                f"RicciFlowMonitor: ricci_flow failed at epoch {trainer.current_epoch} ({payload['error']}); "
-                f"logging {self._key('coefficient')} = 0.0 with {self._key('failed')} = 1 and continuing. "
-                "Pass strict=True to raise instead.",
+                f"a measurement failed ({payload['error']}); its values are carried forward from the last valid "
+                f"measurement with {self._key('ricci/failed')} = 1, and training continues. Pass strict=True to "
+                "raise instead. Reported once.",
             )
-        elif payload["entry"]["excluded"]:
-            self._warn_once(
+        self._log(trainer, pl_module, payload, stage)
+        self._announce = self._announce or payload["seconds"] > PROGRESS_SECONDS
+
+    def _payload(
+        self, result: RicciFlowResult | None, captured: Any, error: BaseException | None
+    ) -> dict[str, Any]:
+        if result is None:
+            return {"values": {}, "error": f"{type(error).__name__}: {error}", "reductions": {}, "extra": {}}
+        if captured is not None:
+            self.reductions = dict(captured.reductions)
+        layer = getattr(result, "layer_coefficient", None)
+        if not isinstance(layer, torch.Tensor):
+            layer = result.__dict__.get("layer")
+        extra = {
+            "coefficient_paper": float(result.coefficient),
+            "coefficient_connected": float(result.coefficient_connected),
+            "layer": layer.detach().cpu().tolist() if isinstance(layer, torch.Tensor) else [],
+        }
+        return {
+            "values": scalars(result, self.layer_names),
+            "error": None,
+            "reductions": self.reductions,
+            "extra": extra,
+        }
+
+    def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
+        values: dict[str, float] = payload["values"]
+        failed = payload["error"] is not None
+        measured = {k: v for k, v in values.items() if k not in _FLAGS}
+        logged, carried = carry_forward(measured, self._last_valid, self._expected_keys())
+        logged["ricci/excluded"] = values.get("ricci/excluded", 1.0)
+        logged["ricci/failed"] = float(failed)
+        logged["ricci/carried"] = float(bool(carried))
+        if carried and not payload["error"]:
+            self._warn(
+                "carried",
+                f"some values are undefined at this measurement ({', '.join(sorted(carried)[:4])}"
+                f"{', ...' if len(carried) > 4 else ''}); the last valid value of each is logged instead, with "
+                f"{self._key('ricci/carried')} = 1. Reported once.",
+            )
+        elif values.get("ricci/excluded") == 1.0:
+            self._warn(
                 "excluded",
-                f"RicciFlowMonitor: the {self.convention!r} coefficient is undefined at epoch "
-                f"{trainer.current_epoch} (a kNN graph changed connectivity between layers, or a series is "
-                f"constant); logging the both-layers-connected coefficient instead (0.0 if that is undefined "
-                f"too) with {self._key('excluded')} = 1. Reported once.",
+                f"the {self.convention!r} coefficient is undefined (a kNN graph changed connectivity between "
+                "layers, or a series is constant); logging the both-layers-connected coefficient instead with "
+                f"{self._key('ricci/excluded')} = 1. Reported once.",
             )
-        if payload["local_fallback"]:
-            self._warn_once(
-                "local",
-                "RicciFlowMonitor: no probe point has a defined local coefficient; logging "
-                f"{self._key('local_mean')} = 0.0. Reported once.",
-            )
-        ok = payload["error"] is None and self.last_result is not None
-        if ok and trainer.is_global_zero and not trainer.sanity_checking:
-            assert self.last_result is not None
-            self._log_extras(trainer, self.last_result)
-        return payload
-
-    def _ricci_flow(self, layers: list[Tensor]) -> RicciFlowResult:
-        k = self.k if self.k is not None else default_k(layers[0].shape[0])
-        kwargs: dict[str, Any] = {
-            "convention": self.convention,
-            "curvature": self.curvature,
-            "knn_backend": self.knn_backend,
-        }
-        try:
-            return ricci_flow(layers, k, **kwargs)
-        except torch.cuda.OutOfMemoryError:
-            if layers[0].device.type == "cpu":
-                raise
-        # CUDA out of memory: first retry on the GPU with 1/16 of the default scratch memory (smaller
-        # distance blocks and BFS source blocks; the result is the same), then on the CPU.
-        torch.cuda.empty_cache()
-        try:
-            result = ricci_flow(layers, k, memory_budget=_SMALL_CUDA_BUDGET, **kwargs)
-            self._warn_once(
-                "oom-chunks",
-                f"RicciFlowMonitor: ricci_flow ran out of GPU memory for {layers[0].shape[0]} probe points; "
-                "retried with smaller chunks (slower). Lower `num_samples` to avoid the retry.",
-            )
-            return result
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-        self._warn_once(
-            "oom",
-            f"RicciFlowMonitor: ricci_flow ran out of GPU memory for {layers[0].shape[0]} probe points, "
-            "even with smaller chunks; computing on the CPU instead (slower). Lower `num_samples` to stay "
-            "on the GPU.",
-        )
-        return ricci_flow([t.cpu() for t in layers], k, **kwargs)
-
-    def _entry(self, trainer: Trainer) -> dict[str, Any]:
-        return {"epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step)}
-
-    def _failure_payload(self, trainer: Trainer, err: BaseException) -> dict[str, Any]:
-        entry = self._entry(trainer)
-        entry.update(
-            coefficient=0.0,
-            coefficient_paper=math.nan,
-            coefficient_connected=math.nan,
-            excluded=True,
-            failed=True,
-            local_mean=0.0,
-            local_negative_share=0.0,
-            critical_layer=-1,
-            curvature={},
-            geodesic_sum={},
-            layer=[],
-        )
-        return {"entry": entry, "error": f"{type(err).__name__}: {err}", "local_fallback": False}
-
-    def _payload(self, trainer: Trainer, result: RicciFlowResult) -> dict[str, Any]:
-        paper = float(result.coefficient)
-        connected = float(result.coefficient_connected)
-        if _finite(paper):
-            coefficient, excluded = paper, False
-        else:
-            coefficient, excluded = (connected if _finite(connected) else 0.0), True
-        local_mean, local_share = float(result.local_mean), float(result.local_negative_share)
-        local_fallback = not (_finite(local_mean) and _finite(local_share))
-        names = self.layer_names
-        entry = self._entry(trainer)
-        entry.update(
-            coefficient=coefficient,
-            coefficient_paper=paper,
-            coefficient_connected=connected,
-            excluded=excluded,
-            failed=False,
-            local_mean=local_mean if _finite(local_mean) else 0.0,
-            local_negative_share=local_share if _finite(local_share) else 0.0,
-            critical_layer=int(result.critical_layer),
-            curvature=dict(zip(names, result.curvature.detach().cpu().tolist())),
-            geodesic_sum=dict(zip(names, result.geodesic_sum.detach().cpu().tolist())),
-            layer=result.layer.detach().cpu().tolist(),
-        )
-        return {"entry": entry, "error": None, "local_fallback": local_fallback}
-
-    # ------------------------------------------------------------------ logging
-
-    def _log(self, pl_module: LightningModule, trainer: Trainer, payload: dict[str, Any]) -> None:
-        entry = payload["entry"]
-        metrics: dict[str, float] = {
-            self._key("coefficient"): entry["coefficient"],
-            self._key("excluded"): float(entry["excluded"]),
-            self._key("failed"): float(entry["failed"]),
-            self._key("local_mean"): entry["local_mean"],
-            self._key("local_negative_share"): entry["local_negative_share"],
-            self._key("critical_layer"): float(entry["critical_layer"]),
-        }
-        for name, value in entry["curvature"].items():
-            metrics[self._key(f"curvature/{name}")] = value
-        for name, value in entry["geodesic_sum"].items():
-            metrics[self._key(f"geodesic_sum/{name}")] = value
-        # Every rank holds the same broadcast numbers; "max" over equal values is exact and keeps
-        # Lightning from warning about unsynced epoch-level metrics.
         sync = trainer.world_size > 1
-        for key, value in metrics.items():
+        for key, value in logged.items():
+            # Every rank holds the same broadcast numbers; "max" over equal values is exact and keeps
+            # Lightning from warning about unsynced epoch-level metrics.
             pl_module.log(
-                key, float(value), on_step=False, on_epoch=True, batch_size=1, sync_dist=sync, reduce_fx="max"
+                self._key(key),
+                float(value),
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                sync_dist=sync,
+                reduce_fx="max",
             )
+        if trainer.sanity_checking:
+            return
+        self._last_valid.update({k: v for k, v in measured.items() if math.isfinite(v)})
+        self._logged_keys = list(dict.fromkeys([*self._logged_keys, *logged]))
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and carried:
+            self._hold_patience(trainer, carried)
+        step = _logged_step(trainer)
+        extra = payload["extra"]
+        self.history.append(
+            {
+                "epoch": int(trainer.current_epoch),
+                "global_step": step,
+                "stage": stage,
+                "coefficient": logged["ricci/coefficient"],
+                "coefficient_paper": extra.get("coefficient_paper", math.nan),
+                "coefficient_connected": extra.get("coefficient_connected", math.nan),
+                "excluded": bool(logged["ricci/excluded"]),
+                "failed": failed,
+                "carried": sorted(carried),
+                "local_mean": logged["ricci/local_mean"],
+                "local_negative_share": logged["ricci/local_negative_share"],
+                "critical_layer": int(values.get("ricci/critical_layer", -1))
+                if math.isfinite(values.get("ricci/critical_layer", math.nan))
+                else -1,
+                "curvature": {n: logged.get(f"ricci/curvature/{n}", math.nan) for n in self.layer_names},
+                "geodesic_sum": {
+                    n: logged.get(f"ricci/geodesic_sum/{n}", math.nan) for n in self.layer_names
+                },
+                "layer": extra.get("layer", []),
+                "reductions": dict(payload["reductions"]),
+                "seconds": float(payload["seconds"]),
+            }
+        )
+        if not failed and trainer.is_global_zero and self.last_result is not None:
+            self._log_extras(trainer, self.last_result, step, fitting)
+        if fitting:
+            self._fit_measurements += 1
 
-    def _log_extras(self, trainer: Trainer, result: RicciFlowResult) -> None:
-        """Histograms at every measurement and the figure on its schedule, where the logger can take them."""
-        step = int(trainer.global_step)
+    def _expected_keys(self) -> list[str]:
+        """Keys every measurement logs, also a failed one: the global ones, the per-layer ones and, with
+        labels, the class-structure ones, plus any logged before."""
+        keys = ["ricci/coefficient", "ricci/local_mean", "ricci/local_negative_share", "ricci/critical_layer"]
+        keys += [
+            f"ricci/{kind}/{name}" for kind in ("curvature", "geodesic_sum") for name in self.layer_names
+        ]
+        if self._probe is not None and self._probe.labels is not None and takes_labels():
+            for field in CLASS_FIELDS:
+                keys += [
+                    f"ricci/class/{field}",
+                    *(f"ricci/class/{field}/{name}" for name in self.layer_names),
+                ]
+        return list(dict.fromkeys([*keys, *(k for k in self._logged_keys if k not in _FLAGS)]))
+
+    def _hold_patience(self, trainer: Trainer, carried: set[str]) -> None:
+        """EarlyStopping on a carried key: its coming check must not count this measurement."""
+        keys = {self._key(k) for k in carried}
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(cb, EarlyStopping) and cb.monitor in keys:
+                cb.wait_count -= 1  # the check adds it back: the carried value is never an improvement
+                self._held.append(cb)
+
+    # ------------------------------------------------------------------ histograms and figures
+
+    def _log_extras(self, trainer: Trainer, result: RicciFlowResult, step: int, fitting: bool) -> None:
+        from lightning_ricci.sinks import log_histogram
+
         if self.log_histograms:
-            for logger, experiment in self._experiments(trainer, "add_histogram"):
-                with self._guard(logger):
-                    for name, values in zip(self.layer_names, result.edge_curvature):
-                        if values.numel():
-                            experiment.add_histogram(
-                                self._key(f"edge_curvature/{name}"), values.detach().float().cpu(), step
-                            )
-                    local = result.local[~result.local.isnan()]
-                    if local.numel():
-                        experiment.add_histogram(self._key("local"), local.detach().float().cpu(), step)
-        if self.log_figures:
-            # `history` does not hold this measurement yet: its length is the measurement's index. Outside
-            # fit (trainer.validate) every measurement is the last one, so it always gets its figure.
-            fitting = trainer.state.fn == TrainerFn.FITTING
-            if not fitting or len(self.history) % self.log_figures == 0:
-                self._log_figure(trainer, result, step)
-            else:
-                self._unplotted_step = step
+            for name, values in zip(self.layer_names, result.edge_curvature):
+                if values.numel():
+                    log_histogram(
+                        trainer.loggers, self._key(f"ricci/union_edge_curvature/{name}"), values, step
+                    )
+            local = result.local[~result.local.isnan()]
+            if local.numel():
+                log_histogram(trainer.loggers, self._key("ricci/local_coefficients"), local, step)
+        if figure_due(self._fit_measurements, self.log_figures, fitting):
+            self._log_figure(trainer, result, step)
+        elif self.log_figures:
+            self._unplotted_step = step
 
     def _log_figure(self, trainer: Trainer, result: RicciFlowResult, step: int) -> None:
         self._unplotted_step = None
-        targets = self._experiments(trainer, "add_figure")
-        if not targets:
+        if not trainer.loggers:
             return
-        figure = self._figure(result)
-        if figure is None:
-            return
-        for logger, experiment in targets:
-            with self._guard(logger):
-                experiment.add_figure(self._key("flow"), figure, step, close=False)
-        figure.clear()
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Write the figure of the last measurement if its schedule skipped it (loggers are still open here)."""
-        if self._unplotted_step is not None and self.last_result is not None and trainer.is_global_zero:
-            self._log_figure(trainer, self.last_result, self._unplotted_step)
-
-    @staticmethod
-    def _experiments(trainer: Trainer, method: str) -> list[tuple[Any, Any]]:
-        """(logger, experiment) pairs whose experiment has a callable ``method`` (TensorBoard's)."""
-        found = []
-        for logger in trainer.loggers:
-            try:
-                experiment: Any = getattr(logger, "experiment", None)
-            except Exception:  # noqa: BLE001, S112 - a logger without a usable experiment gets no extras
-                continue
-            if callable(getattr(experiment, method, None)):
-                found.append((logger, experiment))
-        return found
-
-    @contextlib.contextmanager
-    def _guard(self, logger: Any) -> Iterator[None]:
-        """A logger that cannot take histograms or figures must not stop training: warn once, go on."""
-        try:
-            yield
-        except Exception as err:  # noqa: BLE001
-            self._warn_once(
-                f"extras-{type(logger).__name__}",
-                f"RicciFlowMonitor: could not write histograms/figures to {type(logger).__name__} "
-                f"({type(err).__name__}: {err}); skipping them for this logger.",
-            )
-
-    def _figure(self, result: RicciFlowResult) -> Any:
         try:
             from lightning_ricci.plotting import flow_figure
+            from lightning_ricci.sinks import log_figure
 
-            return flow_figure(result, self.layer_names)
+            figure = flow_figure(result, self.layer_names)
         except ModuleNotFoundError as err:
             self.log_figures = 0
-            self._warn_once("plots", f"RicciFlowMonitor: figures disabled: {err}")
-            return None
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key in self._warned:
+            self._warn("plots", f"figures disabled: {err}")
             return
-        self._warned.add(key)
-        rank_zero_warn(message)
+        log_figure(trainer.loggers, self._key("ricci/flow"), figure, step)
+        figure.clear()

@@ -180,14 +180,8 @@ def test_analyze_errors() -> None:
         analyze(lambda t: t, x)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`batch_size` must be an int >= 1 \(got 0\)"):
         analyze(net, x, batch_size=0)
-    with pytest.raises(ValueError, match="no layer of Linear matches the layer selection"):
+    with pytest.raises(ValueError, match="Linear has no submodule whose output can be a layer"):
         analyze(nn.Linear(2, 3), x)
-
-
-def test_default_k_is_shared_with_the_callback() -> None:
-    from lightning_ricci import callback
-
-    assert callback.default_k is default_k
 
 
 def test_mean_layer_curve_and_critical_depth() -> None:

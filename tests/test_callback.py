@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_ricci.callback as callback_module
+import lightning_ricci.pipeline as pipeline_module
 from lightning_ricci import RicciFlowMonitor, ricci_flow
 from lightning_ricci.callback import default_k
 
@@ -116,11 +116,12 @@ def reference_layers(model: TinyNet, probe: torch.Tensor, names: list[str]) -> l
 
 
 def expected_logged(result: Any) -> tuple[float, float]:
+    """(logged coefficient, excluded flag) of a first measurement, by the documented fallback rule."""
     if math.isfinite(result.coefficient):
         return result.coefficient, 0.0
     if math.isfinite(result.coefficient_connected):
         return result.coefficient_connected, 1.0
-    return 0.0, 1.0
+    return 1.0, 1.0  # nothing valid to carry forward yet: the upper end of the range
 
 
 def hook_count(model: nn.Module) -> int:
@@ -159,13 +160,24 @@ def test_zero_config_tensorboard_events(tmp_path: Path, caplog: pytest.LogCaptur
         "ricci/critical_layer",
     ):
         assert key in scalars
-    assert {e.value for e in events.Scalars("ricci/excluded")} <= {0.0, 1.0}
+    # The flags as the history recorded them, measurement by measurement, and no failure.
+    assert [e.value for e in events.Scalars("ricci/excluded")] == [
+        float(h["excluded"]) for h in monitor.history
+    ]
+    assert [e.value for e in events.Scalars("ricci/failed")] == [0.0, 0.0]
+    expected_excluded = [0.0 if math.isfinite(h["coefficient_paper"]) else 1.0 for h in monitor.history]
+    assert [float(h["excluded"]) for h in monitor.history] == expected_excluded
+    # Scalars, histograms and the history share one step per measurement.
+    steps = [e.step for e in events.Scalars("ricci/coefficient")]
+    assert steps == [h["global_step"] for h in monitor.history]
+    assert [e.step for e in events.Histograms("ricci/union_edge_curvature/input")] == steps
     for name in monitor.layer_names:
         assert f"ricci/curvature/{name}" in scalars and f"ricci/geodesic_sum/{name}" in scalars
     curvature = events.Scalars("ricci/curvature/net.3")[-1].value
-    assert curvature == pytest.approx(float(monitor.last_result.curvature[2]))
+    assert curvature == pytest.approx(float(monitor.last_result.total_curvature[2]))
     histograms = events.Tags()["histograms"]
-    assert {f"ricci/edge_curvature/{name}" for name in monitor.layer_names} <= set(histograms)
+    assert {f"ricci/union_edge_curvature/{name}" for name in monitor.layer_names} <= set(histograms)
+    assert "ricci/local_coefficients" in histograms
     pytest.importorskip("matplotlib")
     assert "ricci/flow" in events.Tags()["images"]
     assert len(events.Images("ricci/flow")) == 2
@@ -175,7 +187,9 @@ def test_zero_config_tensorboard_events(tmp_path: Path, caplog: pytest.LogCaptur
     ("log_figures", "plotted"),
     [(True, [0, 1, 2, 3, 4]), (2, [0, 2, 4]), (3, [0, 3, 4]), (10, [0, 4]), (False, [])],
 )
-def test_figure_schedule_and_last_measurement(tmp_path: Path, log_figures: bool | int, plotted: list[int]) -> None:
+def test_figure_schedule_and_last_measurement(
+    tmp_path: Path, log_figures: bool | int, plotted: list[int]
+) -> None:
     """Figures at measurements 0, n, 2n, ... and the last one at the end of training; histograms always."""
     pytest.importorskip("matplotlib")
     monitor = RicciFlowMonitor(log_figures=log_figures)
@@ -187,7 +201,8 @@ def test_figure_schedule_and_last_measurement(tmp_path: Path, log_figures: bool 
     assert len(steps) == 5 and len(set(steps)) == 5
     images = [e.step for e in events.Images("ricci/flow")] if "ricci/flow" in events.Tags()["images"] else []
     assert images == [steps[i] for i in plotted]
-    assert [e.step for e in events.Histograms("ricci/edge_curvature/input")] == steps
+    assert [e.step for e in events.Histograms("ricci/union_edge_curvature/input")] == steps
+    assert [e.step for e in events.Scalars("ricci/coefficient")] == steps
 
 
 def test_validate_always_writes_its_figure(tmp_path: Path) -> None:
@@ -221,31 +236,40 @@ def test_logged_coefficient_equals_ricci_flow_on_same_activations(
     assert trainer.callback_metrics["ricci/excluded"].item() == excluded
     last = read_events(logger.log_dir).Scalars("ricci/coefficient")[-1].value
     assert last == pytest.approx(value, abs=1e-6)
-    torch.testing.assert_close(monitor.last_result.curvature, result.curvature)
+    torch.testing.assert_close(monitor.last_result.total_curvature, result.total_curvature)
     torch.testing.assert_close(monitor.last_result.geodesic_sum, result.geodesic_sum)
 
 
-def test_never_nan_fallbacks_and_warning(tmp_path: Path) -> None:
+def test_two_hidden_layers_warn_at_setup_and_never_log_nan(tmp_path: Path) -> None:
     # Two hidden layers under "baptista" leave one (Ric, eta) pair: both coefficients are undefined.
     probe_x = circles(64, seed=3)[0]
     monitor = RicciFlowMonitor(probe=probe_x, layers=HIDDEN[:2], k=5)
     trainer = make_trainer(tmp_path, [monitor], max_epochs=2)
-    with pytest.warns(UserWarning, match="coefficient is undefined") as record:
+    with pytest.warns(UserWarning) as record:
         trainer.fit(TinyNet())
-    assert sum("coefficient is undefined" in str(w.message) for w in record) == 1  # once
+    messages = [str(w.message) for w in record]
+    assert (
+        sum('convention="baptista" with 2 chosen layers' in m for m in messages) == 1
+    )  # once, with the count
+    assert sum("some values are undefined" in m for m in messages) == 1
     assert math.isnan(monitor.history[-1]["coefficient_paper"])
-    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert math.isnan(monitor.history[-1]["coefficient_connected"])
+    # Nothing valid to carry: the upper end of the coefficient's range, flagged as carried.
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 1.0
     assert trainer.callback_metrics["ricci/excluded"].item() == 1.0
+    assert trainer.callback_metrics["ricci/carried"].item() == 1.0
+    assert trainer.callback_metrics["ricci/failed"].item() == 0.0
+    assert all(math.isfinite(v.item()) for v in trainer.callback_metrics.values())
 
 
 def test_connected_fallback_when_paper_rule_excludes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = callback_module.ricci_flow
+    real = pipeline_module.ricci_flow
 
     def excluded(*args: Any, **kwargs: Any) -> Any:
         result = real(*args, **kwargs)
         return dataclasses.replace(result, coefficient=math.nan, excluded=True, coefficient_connected=-0.25)
 
-    monkeypatch.setattr(callback_module, "ricci_flow", excluded)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", excluded)
     monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=5)
     trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
     with pytest.warns(UserWarning, match="both-layers-connected"):
@@ -263,7 +287,7 @@ def test_geometry_exception_is_reported_once_and_training_continues(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom in the geometry")
 
-    monkeypatch.setattr(callback_module, "ricci_flow", boom)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", boom)
     monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=5)
     trainer = make_trainer(tmp_path, [monitor], max_epochs=3)
     with pytest.warns(UserWarning, match="boom in the geometry") as record:
@@ -271,8 +295,9 @@ def test_geometry_exception_is_reported_once_and_training_continues(
     assert sum("boom in the geometry" in str(w.message) for w in record) == 1
     assert trainer.current_epoch == 3
     assert [h["failed"] for h in monitor.history] == [True, True, True]
-    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 1.0  # no valid value yet: the worst
     assert trainer.callback_metrics["ricci/failed"].item() == 1.0
+    assert trainer.callback_metrics["ricci/carried"].item() == 1.0
 
 
 def test_diverged_model_with_nan_activations_does_not_stop_training(tmp_path: Path) -> None:
@@ -286,7 +311,7 @@ def test_diverged_model_with_nan_activations_does_not_stop_training(tmp_path: Pa
         trainer.fit(model)
     assert trainer.current_epoch == 2 and not trainer.should_stop
     assert [h["failed"] for h in monitor.history] == [True, True]
-    assert trainer.callback_metrics["ricci/coefficient"].item() == 0.0
+    assert trainer.callback_metrics["ricci/coefficient"].item() == 1.0
     assert trainer.callback_metrics["ricci/failed"].item() == 1.0
 
 
@@ -294,7 +319,7 @@ def test_strict_reraises_geometry_exception(tmp_path: Path, monkeypatch: pytest.
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom in the geometry")
 
-    monkeypatch.setattr(callback_module, "ricci_flow", boom)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", boom)
     model = TinyNet()
     trainer = make_trainer(tmp_path, [RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, strict=True)])
     with pytest.raises(RuntimeError, match="boom in the geometry"):
@@ -306,7 +331,7 @@ def test_strict_reraises_geometry_exception(tmp_path: Path, monkeypatch: pytest.
 def test_cuda_model_computes_on_gpu_and_oom_falls_back_to_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = callback_module.ricci_flow
+    real = pipeline_module.ricci_flow
     devices: list[str] = []
 
     def oom_on_gpu(layers: Any, *args: Any, **kwargs: Any) -> Any:
@@ -315,7 +340,7 @@ def test_cuda_model_computes_on_gpu_and_oom_falls_back_to_cpu(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(layers, *args, **kwargs)
 
-    monkeypatch.setattr(callback_module, "ricci_flow", oom_on_gpu)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", oom_on_gpu)
     monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
     trainer = make_trainer(tmp_path, [monitor], accelerator="gpu", max_epochs=2)
     with pytest.warns(UserWarning, match="out of GPU memory"):
@@ -334,11 +359,12 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return "result"
 
-    monkeypatch.setattr(callback_module, "ricci_flow", oom_once)
-    monitor = RicciFlowMonitor(k=3)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", oom_once)
+    pipeline = pipeline_module.Pipeline(k=3)
     layers = [torch.empty(10, 4, device="meta") for _ in range(3)]  # any non-CPU device takes the retry path
+    captured = pipeline_module.Captured(["input", "a", "b"], layers, {})
     with pytest.warns(UserWarning, match="retried with smaller chunks"):
-        assert monitor._ricci_flow(layers) == "result"
+        assert pipeline.compute(captured) == "result"
     assert calls[0] is None and calls[1] is not None and calls[1] < (1 << 31)
 
 
@@ -362,7 +388,19 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
         ({"every_n_epochs": 0}, ValueError, r"`every_n_epochs` must be an int >= 1 \(got 0\)"),
         ({"batch_size": 0}, ValueError, r"`batch_size` must be an int >= 1"),
         ({"k": 1000}, ValueError, r"`k` must be smaller than `num_samples` 1000 \(got 1000\)"),
-        ({"probe": {"x": torch.zeros(4, 2)}}, TypeError, r"`probe` is a mapping"),
+        (
+            {"probe": {"pixels": torch.zeros(4, 2)}},
+            TypeError,
+            r"`probe` is a dict batch without a known input key",
+        ),
+        (
+            {"probe": {"x": torch.zeros(4, 2)}, "input_key": "z"},
+            ValueError,
+            r"`input_key` must be a key of the batch",
+        ),
+        ({"reduce": "max"}, ValueError, r"`reduce` must be one of .* \(got 'max'\)"),
+        ({"max_layers": 0}, ValueError, r"`max_layers` must be an int >= 1 \(got 0\)"),
+        ({"forward_fn": 3}, TypeError, r"`forward_fn` must be callable \(got int\)"),
         ({"probe": [1, 2, 3]}, TypeError, r"`probe` must be a tensor .* \(got int\)"),
         (
             {"probe": torch.zeros(2, 3)},
@@ -376,7 +414,11 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
         ),
         ({"log_prefix": 3}, TypeError, r"`log_prefix` must be a str \(got int\)"),
         ({"log_figures": -1}, ValueError, r"`log_figures` must be a bool or an int >= 0 \(got -1\)"),
-        ({"log_figures": "always"}, ValueError, r"`log_figures` must be a bool or an int >= 0 \(got 'always'\)"),
+        (
+            {"log_figures": "always"},
+            ValueError,
+            r"`log_figures` must be a bool or an int >= 0 \(got 'always'\)",
+        ),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
@@ -394,19 +436,25 @@ def test_unknown_layer_name_lists_modules(tmp_path: Path) -> None:
     assert hook_count(model) == 0
 
 
-def test_functional_activations_raise_at_fit_start(tmp_path: Path) -> None:
+def test_functional_activations_measure_the_children(tmp_path: Path) -> None:
     class Functional(TinyNet):
         def __init__(self) -> None:
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(2, WIDTH), nn.Linear(WIDTH, 2))
+            self.net = nn.Sequential(
+                nn.Linear(2, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, 2)
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net[1](torch.relu(self.net[0](x)))
+            for layer in self.net[:-1]:
+                x = torch.relu(layer(x))
+            return self.net[-1](x)
 
-    trainer = make_trainer(tmp_path, [RicciFlowMonitor()])
-    with pytest.raises(ValueError, match=r"found no activation modules .*F\.relu.*'net.0', 'net.1'"):
-        trainer.fit(Functional())
-    assert trainer.current_epoch == 0 and trainer.global_step == 0
+    monitor = RicciFlowMonitor()
+    trainer = make_trainer(tmp_path, [monitor])
+    trainer.fit(Functional())
+    assert monitor.layer_names == ["input", "net.0", "net.1", "net.2", "net.3"]
+    assert monitor.layer_rule == "children"
+    assert [h["failed"] for h in monitor.history] == [False, False]
 
 
 def test_two_monitors_need_distinct_prefixes(tmp_path: Path) -> None:
@@ -463,14 +511,14 @@ def test_hooks_removed_and_modes_restored(tmp_path: Path) -> None:
 
 
 def test_every_n_epochs_and_sanity_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = callback_module.ricci_flow
+    real = pipeline_module.ricci_flow
     calls: list[int] = []
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(callback_module, "ricci_flow", counting)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", counting)
     monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5, every_n_epochs=2)
     early = EarlyStopping(monitor="ricci/coefficient", mode="min", patience=10, strict=False)
     trainer = make_trainer(tmp_path, [monitor, early], max_epochs=4)
@@ -487,13 +535,13 @@ def test_every_n_epochs_and_sanity_check(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_early_stopping_on_coefficient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = callback_module.ricci_flow
+    real = pipeline_module.ricci_flow
     sequence = iter([-0.5, -0.6, -0.4, -0.3, -0.2, -0.1, 0.0, 0.1])
 
     def scripted(*args: Any, **kwargs: Any) -> Any:
         return dataclasses.replace(real(*args, **kwargs), coefficient=next(sequence))
 
-    monkeypatch.setattr(callback_module, "ricci_flow", scripted)
+    monkeypatch.setattr(pipeline_module, "ricci_flow", scripted)
     monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
     early = EarlyStopping(monitor="ricci/coefficient", mode="min", patience=2, strict=True, check_finite=True)
     best = ModelCheckpoint(
@@ -591,7 +639,11 @@ def test_compiled_model(tmp_path: Path) -> None:
         raise
     assert monitor.layer_names == ["input", *HIDDEN]  # `_orig_mod.` normalised away
     assert len(monitor.history) == 3
-    assert all(math.isfinite(h["coefficient"]) for h in monitor.history)
+    assert [h["failed"] for h in monitor.history] == [False, False, False]
+    plain = TinyNet()
+    plain.net.load_state_dict(model.net._orig_mod.state_dict())  # the same weights, not compiled
+    reference = ricci_flow(reference_layers(plain, circles(64, 3)[0], HIDDEN), 5)
+    torch.testing.assert_close(monitor.last_result.total_curvature, reference.total_curvature)
     # The probe passes ran eagerly: no graph was recompiled for them.
     assert counters["stats"]["unique_graphs"] <= 2  # train + eval mode graphs
     assert hook_count(model) == 0
