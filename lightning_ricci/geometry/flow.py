@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, 
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
 from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, exact_sq_distances, knn_edges
 from lightning_ricci.geometry.result import CurvatureKind, RicciFlowResult, RicciFlowScan
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["CONVENTIONS", "ricci_flow"]
 
@@ -41,7 +44,7 @@ def ricci_flow(
     knn_backend: KnnBackend = ...,
     memory_budget: int | None = ...,
     labels: Tensor | None = ...,
-    process_group: Any = ...,
+    process_group: ProcessGroup | None = ...,
 ) -> RicciFlowResult: ...
 
 
@@ -55,7 +58,7 @@ def ricci_flow(
     knn_backend: KnnBackend = ...,
     memory_budget: int | None = ...,
     labels: Tensor | None = ...,
-    process_group: Any = ...,
+    process_group: ProcessGroup | None = ...,
 ) -> RicciFlowScan: ...
 
 
@@ -68,7 +71,7 @@ def ricci_flow(
     knn_backend: KnnBackend = "auto",
     memory_budget: int | None = None,
     labels: Tensor | None = None,
-    process_group: Any = None,
+    process_group: ProcessGroup | None = None,
 ) -> RicciFlowResult | RicciFlowScan:
     """Ricci-flow diagnostics of a network from the activations of its layers on N probe points.
 
