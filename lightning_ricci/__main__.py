@@ -31,11 +31,11 @@ from typing import Any, TextIO
 
 import torch
 
-from lightning_ricci.analysis import default_k
 from lightning_ricci.geometry import ricci_flow
 from lightning_ricci.geometry._checks import check_int
 from lightning_ricci.geometry.result import RicciFlowResult
 from lightning_ricci.io import load_activations
+from lightning_ricci.pipeline import default_k, scalars
 
 #: Probe sizes from which the progress bar is on by default.
 PROGRESS_MIN_POINTS = 2000
@@ -104,7 +104,8 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
 
     Returns:
         dict: file, settings, global/connected coefficients, exclusion, local mean and negative share,
-        critical layer, and per layer and per transition the quantities of the table.
+        critical layer, per layer and per transition the quantities of the table, and under ``"logged"``
+        the scalars the monitor logs for the same result (:func:`lightning_ricci.pipeline.scalars`).
 
     >>> from lightning_ricci import ricci_flow
     >>> g = torch.Generator().manual_seed(0)
@@ -115,6 +116,7 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
     >>> [(row["from"], row["to"]) for row in info["transitions"]]
     [('input', 'h1'), ('h1', 'out')]
     """
+    logged = scalars(result, names)
     critical = result.critical_layer
     return {
         "file": path,
@@ -126,15 +128,15 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
         "coefficient": _float(result.coefficient),
         "coefficient_connected": _float(result.coefficient_connected),
         "excluded": bool(result.excluded),
-        "local_mean": _float(result.local_mean),
-        "local_negative_share": _float(result.local_negative_share),
+        "local_mean": _float(logged["ricci/local_mean"]),
+        "local_negative_share": _float(logged["ricci/local_negative_share"]),
         "critical_layer": critical,
         "critical_transition": f"{names[critical]} -> {names[critical + 1]}" if critical >= 0 else None,
         "layers": [
             {
                 "name": name,
-                "curvature": _float(float(result.total_curvature[i])),
-                "geodesic_sum": _float(float(result.geodesic_sum[i])),
+                "curvature": _float(logged[f"ricci/curvature/{name}"]),
+                "geodesic_sum": _float(logged[f"ricci/geodesic_sum/{name}"]),
                 "components": int(result.num_components[i]),
             }
             for i, name in enumerate(names)
@@ -149,6 +151,8 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
             }
             for t in range(result.num_layers - 1)
         ],
+        # What RicciFlowMonitor logs for this measurement (lightning_ricci.pipeline.scalars), NaN where undefined.
+        "logged": {key: _float(value) for key, value in logged.items()},
     }
 
 

@@ -65,6 +65,11 @@ def test_cli_json_pt_list_and_dict(tmp_path: Path, capsys: pytest.CaptureFixture
         info = json.loads(capsys.readouterr().out)
         assert info["k"] == 6 and info["convention"] == "baptista"
         assert info["coefficient"] == pytest.approx(expected.coefficient, abs=1e-12)
+        assert info["logged"]["ricci/coefficient"] == info["coefficient"]  # defined: logged as it is
+        assert info["logged"]["ricci/excluded"] == 0.0
+        assert info["logged"][f"ricci/curvature/{labels[2]}"] == pytest.approx(
+            float(expected.total_curvature[2])
+        )
         assert [layer["name"] for layer in info["layers"]] == labels
         assert [row["layer_coefficient"] for row in info["transitions"]] == pytest.approx(
             expected.layer_coefficient.tolist()
@@ -299,6 +304,9 @@ def test_cli_excluded_network_prints_inf_and_nan(tmp_path: Path, capsys: pytest.
     assert main([str(path), "--k", "5", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["excluded"] is True and info["coefficient"] == "nan"
+    # The monitor would log the connected-pairs value in its place, flagged as excluded.
+    assert info["logged"]["ricci/coefficient"] == info["coefficient_connected"] != "nan"
+    assert info["logged"]["ricci/excluded"] == 1.0
     assert info["layers"][0]["components"] == 2
     assert info["transitions"][0]["eta"] in ("inf", "-inf")
     assert main([str(path), "--k", "5"]) == 0
