@@ -293,6 +293,7 @@ class RicciFlowMonitor(Callback):
         self._logged_keys: list[str] = []
         self._held: list[EarlyStopping] = []
         self._announce = False
+        self._described = False
         self._unplotted_step: int | None = None
         self._fit_measurements = 0
         self._warnings = WarningCache()
@@ -469,9 +470,17 @@ class RicciFlowMonitor(Callback):
                 "`probe=` is used as given: the LightningModule's batch-transfer hooks are not applied to it "
                 "(the default probe, sampled from the validation data, goes through them)",
             )
-        names, dims, seconds_per_point = self.pipeline.resolve(
-            pl_module, self._probe, **self._runner(trainer, pl_module, stage)
-        )
+        try:
+            names, dims, seconds_per_point = self.pipeline.resolve(
+                pl_module, self._probe, **self._runner(trainer, pl_module, stage)
+            )
+        except CaptureError as err:
+            if self.strict or not isinstance(self.pipeline.layers, list):
+                raise
+            # A named layer that does not run (or gives no float tensor): said now, flagged at every
+            # measurement (ricci/failed = 1), training goes on.
+            self._warn("setup", f"{err}; every measurement will fail until it does (ricci/failed = 1)")
+            names, dims, seconds_per_point = list(self.pipeline.layers), [], 0.0
         self._module_layers = names
         input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
         self.layer_names = [input_name, *names]
@@ -479,12 +488,14 @@ class RicciFlowMonitor(Callback):
         message = degenerate_message(self.convention, len(names))
         if message is not None:
             self._warn("degenerate", message)
+        if not dims:
+            return
         cost = self.pipeline.estimate(dims, points, seconds_per_point)
         self._announce = cost.seconds > PROGRESS_SECONDS
         if cost.over_budget():
             self._warn(
                 "cost",
-                f"a measurement of {points} probe points on {len(dims)} layers projects {cost.activation_mb:.0f} MB "
+                f"a measurement of {points} probe points on {len(dims)} layers projects {cost.activation_mb:.3g} MB "
                 f"of activations and about {cost.seconds:.1f} s (forward {cost.forward_seconds:.1f} s, geometry "
                 f"{cost.geometry_seconds:.1f} s); lower `num_samples`, choose fewer `layers` or `max_layers`, or "
                 'pool more (`reduce="mean"`)',
@@ -597,6 +608,7 @@ class RicciFlowMonitor(Callback):
             "error": None,
             "reductions": self.reductions,
             "extra": extra,
+            "dims": [int(t.shape[1]) for t in captured.layers] if captured is not None else [],
         }
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
@@ -668,6 +680,11 @@ class RicciFlowMonitor(Callback):
                 "seconds": float(payload["seconds"]),
             }
         )
+        if not failed and not self._described and payload.get("dims"):
+            self._described = True
+            rank_zero_info(
+                f"{self._name}: {self.pipeline.describe(payload['dims'], self.layer_names, payload['reductions'])}"
+            )
         if not failed and trainer.is_global_zero and self.last_result is not None:
             self._log_extras(trainer, self.last_result, step, fitting)
         if fitting:

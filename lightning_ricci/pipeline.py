@@ -55,6 +55,7 @@ from lightning_ricci.capture import (
     DEFAULT_MAX_LAYERS,
     ActivationCapture,
     CaptureError,
+    CaptureValueError,
     Reduce,
     check_layer_spec,
     check_reduce,
@@ -576,8 +577,9 @@ class Pipeline:
             seconds per probe point of the checking forward.
 
         Raises:
-            ValueError: an unknown name (listing the modules that exist), a layer that does not run or
-                gives an unusable output, or no layer at all.
+            ValueError: an unknown name (listing the modules that exist) or no layer at all; a layer that
+                does not run or gives an unusable output (:class:`~lightning_ricci.capture.CaptureValueError`,
+                also a ``CaptureError``).
         """
         points = probe.num_points if probe.is_graph else min(self.batch_size, probe.num_points, 64)
         sample = probe.head(points)
@@ -615,7 +617,7 @@ class Pipeline:
                     )
                 acts = check.activations()
             except CaptureError as err:
-                raise ValueError(f"`layers`: {err}") from None
+                raise CaptureValueError(f"`layers`: {err}") from None
             seconds = time.perf_counter() - start
         return list(acts), [dims[0], *(int(a.shape[1]) for a in acts.values())], seconds / points
 
@@ -743,6 +745,13 @@ class Pipeline:
         gemm = 2.0 * num_points**2 * total / _GEMM_FLOPS
         bfs = len(captured_dims) * num_points**2 * _BFS_SECONDS
         return Cost(megabytes, seconds_per_point * num_points, gemm + bfs)
+
+    def describe(
+        self, captured_dims: Sequence[int], names: Sequence[str], reductions: Mapping[str, str]
+    ) -> str:
+        """One line naming the layers, the rule that chose them, their reductions and sizes."""
+        parts = [f"{name} [{reductions.get(name, '?')}, {dim}]" for name, dim in zip(names, captured_dims)]
+        return f"{len(names)} layers (rule: {self.rule}): " + ", ".join(parts)
 
 
 #: Fewest chosen layers (the probe input not counted) for a correlation over at least 3 points.

@@ -17,9 +17,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_ricci.callback as callback_module
 import lightning_ricci.pipeline as pipeline_module
 from lightning_ricci import RicciFlowMonitor, ricci_flow
 from lightning_ricci.callback import default_k
+from lightning_ricci.capture import CaptureError
 
 WIDTH = 16
 HIDDEN = ["net.1", "net.3", "net.5", "net.7"]  # the ReLUs of TinyNet, in forward order
@@ -709,3 +711,162 @@ def test_layers_by_module_class_and_predicate(tmp_path: Path) -> None:
     assert by_class.layer_names == ["input", "net.0", "net.2", "net.4", "net.6", "net.8"]
     assert by_predicate.layer_names == ["input", "net.1", "net.3"]  # forward order
     assert "cls/ricci/curvature/net.8" in trainer.callback_metrics
+
+
+# --------------------------------------------------------------------------- failures never win
+
+
+class TurnsNaN(TinyNet):
+    """Weights become NaN at the start of epoch `at` (after good epochs), as a diverged run's do."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == self.at:
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    parameter.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("key", ["ricci/coefficient", "ricci/local_mean"])
+def test_nan_weights_are_never_best_and_never_stop_training(tmp_path: Path, key: str) -> None:
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    early = EarlyStopping(monitor=key, mode="min", patience=2, check_finite=True, strict=True)
+    best = ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), monitor=key, mode="min", filename="{epoch}", save_top_k=1
+    )
+    trainer = make_trainer(tmp_path, [monitor, early, best], max_epochs=7, enable_checkpointing=True)
+    with pytest.warns(UserWarning, match="a measurement failed"):
+        trainer.fit(TurnsNaN(at=2))
+    assert [h["failed"] for h in monitor.history] == [False, False, True, True, True, True, True]
+    assert (
+        trainer.current_epoch == 7 and early.stopped_epoch == 0
+    )  # five failed epochs, patience 2: not stopped
+    valid = [monitor.history[i][key.split("/")[1]] for i in (0, 1)]
+    assert best.best_model_score is not None and best.best_model_score.item() == pytest.approx(min(valid))
+    assert Path(best.best_model_path).name == f"epoch={valid.index(min(valid))}.ckpt"
+    # The failed epochs logged the last valid value, flagged.
+    assert trainer.callback_metrics[key].item() == pytest.approx(valid[1])
+    assert trainer.callback_metrics["ricci/failed"].item() == 1.0
+    assert trainer.callback_metrics["ricci/carried"].item() == 1.0
+    assert early.wait_count == (0 if valid[1] < valid[0] else 1)  # the carried checks were held
+
+
+def test_hold_does_not_touch_unrelated_early_stopping(tmp_path: Path) -> None:
+    monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
+    other = EarlyStopping(monitor="val_loss", mode="min", patience=100, check_finite=False)
+    trainer = make_trainer(tmp_path, [monitor, other], max_epochs=4)
+    with pytest.warns(UserWarning, match="a measurement failed"):
+        trainer.fit(TurnsNaN(at=1))
+    assert other.wait_count == 3  # val_loss NaN from epoch 1 on: Lightning's own counting, untouched
+
+
+def test_layer_that_stops_running_is_flagged_not_fatal(tmp_path: Path) -> None:
+    class Skips(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for i, module in enumerate(self.net):
+                skip = i == 5 and self.current_epoch >= 1
+                x = torch.relu(x) if skip else module(x)  # net.5 stops running as a module
+            return x
+
+    monitor = RicciFlowMonitor(layers=HIDDEN, num_samples=64)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=3)
+    with pytest.warns(UserWarning, match="net.5' did not run") as record:
+        trainer.fit(Skips())
+    assert sum("did not run" in str(w.message) for w in record) == 1
+    assert [h["failed"] for h in monitor.history] == [False, True, True]
+    assert trainer.current_epoch == 3
+
+    strict = RicciFlowMonitor(layers=HIDDEN, num_samples=64, strict=True)
+    with pytest.raises(CaptureError, match="did not run"):
+        make_trainer(tmp_path, [strict], max_epochs=3).fit(Skips())
+
+
+def test_integer_output_layer_is_reported_at_setup_and_flagged(tmp_path: Path) -> None:
+    class Counts(TinyNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bucket = Bucket()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.bucket(x)
+            return self.net(x)
+
+    class Bucket(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x > 0).long()
+
+    monitor = RicciFlowMonitor(layers=[*HIDDEN, "bucket"], num_samples=64)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2)
+    with pytest.warns(UserWarning, match=r"'bucket' returned a torch.int64 tensor") as record:
+        trainer.fit(Counts())
+    messages = [str(w.message) for w in record]
+    assert sum("every measurement will fail" in m for m in messages) == 1  # said at setup
+    assert sum("a measurement failed" in m for m in messages) == 1  # then flagged, warned once
+    assert [h["failed"] for h in monitor.history] == [True, True]
+    with pytest.raises(ValueError, match=r"`layers`: layer 'bucket' returned a torch.int64 tensor"):
+        make_trainer(tmp_path, [RicciFlowMonitor(layers=["bucket"], strict=True)]).fit(Counts())
+
+
+# --------------------------------------------------------------------------- labels, stages, messages
+
+
+def test_probe_labels_give_the_class_keys(tmp_path: Path) -> None:
+    probe_x, probe_y = circles(80, seed=5)
+    monitor = RicciFlowMonitor(probe=(probe_x, probe_y), layers=HIDDEN, k=7, convention="hehl")
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
+    trainer.fit(model)
+    result = ricci_flow(reference_layers(model, probe_x, HIDDEN), 7, convention="hehl", labels=probe_y)
+    metrics = trainer.callback_metrics
+    for field, attribute in (("modularity", "class_modularity"), ("mixing", "class_mixing")):
+        values = getattr(result, attribute)
+        assert metrics[f"ricci/class/{field}"].item() == pytest.approx(float(values[-1]), abs=1e-6)
+        assert metrics[f"ricci/class/{field}/net.3"].item() == pytest.approx(float(values[2]), abs=1e-6)
+
+
+def test_no_validation_loop_warns_once(tmp_path: Path) -> None:
+    monitor = RicciFlowMonitor()
+    trainer = make_trainer(tmp_path, [monitor], limit_val_batches=0)
+    with pytest.warns(UserWarning, match="will never measure during this fit") as record:
+        trainer.fit(TinyNet())
+    assert sum("will never measure" in str(w.message) for w in record) == 1
+    assert monitor.history == []
+
+
+def test_trainer_test_measures(tmp_path: Path) -> None:
+    class WithTest(TinyNet):
+        def test_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("test_loss", nn.functional.cross_entropy(self(x), y))
+
+        def test_dataloader(self) -> DataLoader:
+            return DataLoader(TensorDataset(*circles(50, seed=9)), batch_size=25)
+
+    monitor = RicciFlowMonitor()
+    model = WithTest()
+    trainer = make_trainer(tmp_path, [monitor])
+    results = trainer.test(model, verbose=False)
+    assert [h["stage"] for h in monitor.history] == ["test"]
+    assert monitor.probe is not None and monitor.probe.shape == (50, 2)  # from the test data
+    assert results[0]["ricci/coefficient"] == pytest.approx(monitor.history[0]["coefficient"], abs=1e-6)
+
+
+def test_progress_line_cost_guard_and_prefixed_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(callback_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(pipeline_module, "ACTIVATION_BUDGET_MB", 0.001)
+    monitor = RicciFlowMonitor(log_prefix="a/")
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2)
+    with caplog.at_level("INFO"), pytest.warns(UserWarning, match="projects") as record:
+        trainer.fit(TinyNet())
+    # 96 points x (2 + 4 x 16) float32 values, in MB, as the warning prints it
+    megabytes = 96 * (2 + 4 * WIDTH) * 4 / 2**20
+    assert any(f"projects {megabytes:.3g} MB" in str(w.message) for w in record)
+    assert any("lower `num_samples`" in str(w.message) for w in record)
+    assert caplog.text.count("RicciFlowMonitor(log_prefix='a/'): measuring 96 probe points on 5 layers") == 2
+    assert "RicciFlowMonitor(log_prefix='a/'): 2 measurements of 96 probe points took" in caplog.text
+    assert "5 layers (rule: activations): input [flatten, 2], net.1 [flatten, 16]" in caplog.text
