@@ -133,6 +133,8 @@ def ricci_flow(
         >>> result = ricci_flow([x, h1, h2, torch.relu(h2 @ torch.randn(16, 16))], k=10)
         >>> result.total_curvature.shape, result.eta.shape, result.local.shape
         (torch.Size([4]), torch.Size([3]), torch.Size([200]))
+        >>> ricci_flow([x, h1, h2, h2], k=[5, 10]).ks
+        [5, 10]
     """
     flat = check_layers(layers)
     n = flat[0].shape[0]

@@ -152,7 +152,7 @@ class RicciFlowScan:
     Attributes:
         ks (list[int]): the K values of k, in the order given.
         results (list[RicciFlowResult]): one result per k, in the same order.
-        coefficients (Tensor): [K] float64, each result's ``coefficient``, or its
+        coefficients (Tensor): [K] float64 on the CPU, each result's ``coefficient``, or its
             ``coefficient_connected`` where the paper's value is ``nan`` (the value the monitor logs).
         spread (float): max - min of the finite ``coefficients`` (``nan`` if none is finite).
         sign_agreement (float): share of the finite ``coefficients`` whose sign equals the majority's
