@@ -345,7 +345,8 @@ def summarize(runs: list[dict[str, Any]], patience: int) -> list[dict[str, Any]]
                 "acc_lost": statistics.mean(lost),
                 "acc_lost_worst": max(lost),
             }
-            row["matches_val_loss"] = row["acc_lost"] <= EQUAL_ACCURACY_PP / 100 + 1e-12
+            # To 0.01 pp: accuracies are stored to 5 decimals, and a mean loss can sit exactly on the bound.
+            row["matches_val_loss"] = round(100 * row["acc_lost"], 2) <= EQUAL_ACCURACY_PP
             if "best" in picks[0]:
                 row["best"] = statistics.mean(p["best"] for p in picks)
                 row["acc_best"] = statistics.mean(p["acc_best"] for p in picks)
@@ -494,7 +495,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--patience", type=int, default=5, help="patience of the main table")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, help="write early_stopping.json and early_stopping.png here")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        metavar="JSON",
+        help="no training: tables and figure from the runs of a saved JSON",
+    )
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        saved = json.loads(args.replay.read_text())
+        return report(
+            saved["runs"], saved["config"], saved["seeds"], saved["wall_s"], saved["workers"], args.out
+        )
 
     cfg: dict[str, Any] = {"width": 50, "depth": 7, "lr": 1e-3, "patience": args.patience}
     seeds = list(range(args.seeds))
@@ -539,7 +551,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs[futures[future]] = future.result()
                 progress(runs[futures[future]])
     ordered = [runs[(name, seed)] for name in names for seed in seeds]
-    wall = time.perf_counter() - started
+    return report(ordered, cfg, seeds, round(time.perf_counter() - started, 1), workers, args.out)
+
+
+def report(
+    ordered: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    seeds: list[int],
+    wall: float,
+    workers: int,
+    out: Path | None,
+) -> dict[str, Any]:
+    """Print the tables, and write the JSON and the figure to ``out``."""
 
     patiences = sorted({3, cfg["patience"], 10})
     sensitivity = {str(p): summarize(ordered, p) for p in patiences}
@@ -553,29 +576,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nrules that beat val loss at equal accuracy (<= {EQUAL_ACCURACY_PP} pp lost on every data set): "
           f"{', '.join(beats) if beats else 'none'}")  # fmt: skip
     print(f"wall time {wall:.0f} s")
-    report = {
+    result = {
         "config": cfg,
         "seeds": seeds,
         "rules": {
             rule: {"label": v[0], "key": v[1], "mode": v[2], "min_delta": v[3]} for rule, v in RULES.items()
         },
         "equal_accuracy_pp": EQUAL_ACCURACY_PP,
-        "wall_s": round(wall, 1),
+        "wall_s": wall,
         "workers": workers,
         "summary": rows,
         "overall": summary,
         "patience_sensitivity": sensitivity,
         "runs": ordered,
     }
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "early_stopping.json").write_text(json.dumps(report, indent=1) + "\n")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "early_stopping.json").write_text(json.dumps(result, indent=1) + "\n")
         try:
-            figure(ordered, cfg["patience"], args.out / "early_stopping.png")
+            figure(ordered, cfg["patience"], out / "early_stopping.png")
         except ModuleNotFoundError:
             print("matplotlib is not installed: no figure")
-        print(f"wrote {args.out / 'early_stopping.json'} and early_stopping.png")
-    return report
+        print(f"wrote {out / 'early_stopping.json'} and early_stopping.png")
+    return result
 
 
 if __name__ == "__main__":
