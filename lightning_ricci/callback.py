@@ -44,7 +44,6 @@ from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, Captu
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 from lightning_ricci.pipeline import (
-    CLASS_FIELDS,
     INPUT_LAYER,
     ForwardFn,
     LayerSpec,
@@ -53,10 +52,10 @@ from lightning_ricci.pipeline import (
     carry_forward,
     default_k,
     degenerate_message,
-    is_graph,
+    expected_keys,
     make_probe,
+    probe_from_dataset,
     scalars,
-    takes_labels,
 )
 
 __all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
@@ -514,34 +513,12 @@ class RicciFlowMonitor(Callback):
                 f"RicciFlowMonitor(probe=None) samples the {where} dataloader's dataset, but the trainer has "
                 f"no {where} dataloader with a `dataset`; pass `probe=` explicitly"
             )
-        try:
-            size = len(dataset)
-        except TypeError:
-            raise ValueError(
-                f"RicciFlowMonitor(probe=None) cannot sample a {type(dataset).__name__} without `len()` "
-                "(an IterableDataset); pass `probe=` explicitly"
-            ) from None
-        first = dataset[0]
-        if is_graph(first):
-            probe = make_probe(first, **self._probe_options, max_points=self.num_samples, seed=self.seed)
-            assert probe.nodes is not None
-            if self.probe_indices is not None and self.probe_indices != probe.nodes.tolist():
-                probe.nodes = torch.tensor(self.probe_indices, dtype=torch.long)
-                probe.num_points = len(self.probe_indices)
-            self.probe_indices = probe.nodes.tolist()
-            return probe
-        if self.probe_indices is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            count = min(self.num_samples, size)
-            self.probe_indices = torch.randperm(size, generator=generator)[:count].sort().values.tolist()
-        elif self.probe_indices and max(self.probe_indices) >= size:
-            raise ValueError(
-                f"the restored probe indices go up to {max(self.probe_indices)}, but the {where} dataset has "
-                f"{size} samples: resume with the same {where} data, or pass `probe=`"
-            )
         collate = getattr(loaders, "collate_fn", None) or default_collate
-        batch = collate([dataset[i] for i in self.probe_indices])
-        return make_probe(batch, **self._probe_options, argument=f"the {where} batch")
+        probe, self.probe_indices = probe_from_dataset(
+            dataset, collate, self.num_samples, self.seed, self.probe_indices,
+            **self._probe_options, argument=f"the {where} batch",
+        )  # fmt: skip
+        return probe
 
     # ------------------------------------------------------------------ measurement
 
@@ -691,18 +668,8 @@ class RicciFlowMonitor(Callback):
             self._fit_measurements += 1
 
     def _expected_keys(self) -> list[str]:
-        """Keys every measurement logs, also a failed one: the global ones, the per-layer ones and, with
-        labels, the class-structure ones, plus any logged before."""
-        keys = ["ricci/coefficient", "ricci/local_mean", "ricci/local_negative_share", "ricci/critical_layer"]
-        keys += [
-            f"ricci/{kind}/{name}" for kind in ("curvature", "geodesic_sum") for name in self.layer_names
-        ]
-        if self._probe is not None and self._probe.labels is not None and takes_labels():
-            for field in CLASS_FIELDS:
-                keys += [
-                    f"ricci/class/{field}",
-                    *(f"ricci/class/{field}/{name}" for name in self.layer_names),
-                ]
+        labels = self._probe is not None and self._probe.labels is not None
+        keys = expected_keys(self.layer_names, labels)
         return list(dict.fromkeys([*keys, *(k for k in self._logged_keys if k not in _FLAGS)]))
 
     def _hold_patience(self, trainer: Trainer, carried: set[str]) -> None:

@@ -86,8 +86,10 @@ __all__ = [
     "degenerate_message",
     "eager",
     "eval_mode",
+    "expected_keys",
     "is_graph",
     "make_probe",
+    "probe_from_dataset",
     "scalars",
     "takes_labels",
 ]
@@ -405,6 +407,66 @@ def _num_points(tensor: Any, argument: str) -> int:
             f"`{argument}` must hold at least 3 samples along dim 0 (got shape {tuple(tensor.shape)})"
         )
     return int(tensor.shape[0])
+
+
+def probe_from_dataset(
+    dataset: Any,
+    collate: Callable[[list[Any]], Any],
+    num_samples: int,
+    seed: int,
+    indices: Sequence[int] | None = None,
+    **options: Any,
+) -> tuple[Probe, list[int]]:
+    """The default probe: a seeded sample of ``num_samples`` items of ``dataset`` (sorted indices),
+    collated as one batch; or, when the dataset holds a graph, that graph with at most ``num_samples``
+    nodes of its ``node_mask``. ``indices`` (restored from a checkpoint) win over the seed.
+
+    Args:
+        dataset (Any): a map-style dataset.
+        collate (Callable): the dataloader's ``collate_fn``.
+        num_samples (int): the probe size (capped by the dataset size).
+        seed (int): the sample's seed.
+        indices (Sequence[int], optional): the indices (graph: node indices) to use. Default: None.
+        **options: passed to :func:`make_probe` (``input_key``, ``label_key``, ``batch_to_input``,
+            ``node_mask``, ``argument``).
+
+    Returns:
+        tuple[Probe, list[int]]: the probe and its indices.
+
+    Raises:
+        ValueError: a dataset without ``len()``, or restored indices out of its range.
+
+    >>> probe, indices = probe_from_dataset([(torch.tensor([float(i)]), i % 2) for i in range(10)],
+    ...                                     torch.utils.data.default_collate, 4, seed=0)
+    >>> probe.num_points, indices == sorted(indices)
+    (4, True)
+    """
+    argument = options.pop("argument", "the validation batch")
+    try:
+        size = len(dataset)
+    except TypeError:
+        raise ValueError(
+            f"the default probe cannot sample a {type(dataset).__name__} without `len()` (an IterableDataset); "
+            "pass `probe=` explicitly"
+        ) from None
+    first = dataset[0]
+    if is_graph(first):
+        probe = make_probe(first, **options, max_points=num_samples, seed=seed, argument=argument)
+        assert probe.nodes is not None
+        if indices is not None:
+            probe.nodes = torch.tensor(list(indices), dtype=torch.long)
+            probe.num_points = len(indices)
+        return probe, probe.nodes.tolist()
+    if indices is None:
+        generator = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(size, generator=generator)[: min(num_samples, size)].sort().values.tolist()
+    elif indices and max(indices) >= size:
+        raise ValueError(
+            f"the restored probe indices go up to {max(indices)}, but the dataset has {size} samples: resume "
+            "with the same data, or pass `probe=`"
+        )
+    batch = collate([dataset[i] for i in indices])
+    return make_probe(batch, **options, argument=argument), list(indices)
 
 
 def default_forward(model: nn.Module, inputs: Any) -> Any:
@@ -893,6 +955,21 @@ def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, fl
         for name, value in zip(layer_names, per_layer):
             out[f"ricci/class/{key}/{name}"] = value
     return out
+
+
+def expected_keys(layer_names: Sequence[str], labels: bool) -> list[str]:
+    """The keys of :func:`scalars` for these layers (with ``labels``: the class keys too), also logged
+    when a measurement fails.
+
+    >>> expected_keys(["input", "h"], labels=False)[-2:]
+    ['ricci/geodesic_sum/input', 'ricci/geodesic_sum/h']
+    """
+    keys = ["ricci/coefficient", "ricci/local_mean", "ricci/local_negative_share", "ricci/critical_layer"]
+    keys += [f"ricci/{kind}/{name}" for kind in ("curvature", "geodesic_sum") for name in layer_names]
+    if labels and takes_labels():
+        for field in CLASS_FIELDS:
+            keys += [f"ricci/class/{field}", *(f"ricci/class/{field}/{name}" for name in layer_names)]
+    return keys
 
 
 def worst_value(key: str) -> float:
