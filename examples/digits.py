@@ -1,8 +1,14 @@
 """The Ricci flow of a small CNN on real images: scikit-learn's 8x8 digits, 1 versus 7.
 
 A binary pair as in the papers' MNIST tasks (Hehl et al. use MNIST 1 vs 7), on data that ships with
-scikit-learn (about 360 images of these two digits). The monitor probes the whole validation split and
-hooks the five ReLU modules; conv feature maps are flattened per sample ([B, C, 8, 8] -> [B, C*64]).
+scikit-learn (about 360 images of these two digits). The monitor probes the whole validation split
+(with its labels) and hooks the five ReLU modules; conv feature maps are flattened per sample
+([B, C, 8, 8] -> [B, C*64]). Training stops on the plateau of the class modularity of the last
+measured layer, ``EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01,
+patience=5)``: in ``examples/early_stopping_study.py`` (real MNIST 1v7 and 6v9, Fashion-MNIST 5v9,
+4 seeds) this saved 10.0, 8.0 and 3.2 epochs against ``EarlyStopping(monitor="val_loss", patience=5)``
+at a cost of at most 0.1 pp of test accuracy; it fails when accuracy keeps rising after the class
+structure stalls (four_discs: 9.2 pp lost), and no key matched validation loss on every data set.
 
 Run::
 
@@ -97,7 +103,10 @@ def main(argv: list[str] | None = None) -> float:
         limit_train_batches=3 if args.fast else 1.0,
         accelerator="cpu" if args.fast else "auto",
         devices=1,
-        callbacks=[monitor, EarlyStopping(monitor="ricci/coefficient", mode="min", patience=5)],
+        callbacks=[
+            monitor,
+            EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5),
+        ],
         logger=TensorBoardLogger(args.out, name="digits"),
         enable_checkpointing=False,
         enable_progress_bar=not args.fast,
@@ -110,6 +119,11 @@ def main(argv: list[str] | None = None) -> float:
     note = " (paper's rule undefined: both-layers-connected value)" if last["excluded"] else ""
     print(f"probe: {len(monitor.probe)} validation images; layers: {', '.join(monitor.layer_names)}")
     print(f"val_acc: {float(trainer.callback_metrics['val_acc']):.3f}")
+    if "ricci/class/modularity" in trainer.callback_metrics:
+        print(
+            f"stopped after epoch {last['epoch']}: ricci/class/modularity "
+            f"{float(trainer.callback_metrics['ricci/class/modularity']):.4f}"
+        )
     print(f"final ricci/coefficient: {last['coefficient']:+.4f}{note} at epoch {last['epoch']}")
     print(
         f"mean local coefficient: {last['local_mean']:+.4f}, negative share {last['local_negative_share']:.2f}"

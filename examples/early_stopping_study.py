@@ -277,7 +277,7 @@ def run_one(name: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
         num_sanity_val_steps=0,
     )
     generator = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     trainer.fit(
         model,
         DataLoader(
@@ -296,6 +296,7 @@ def run_one(name: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
         "layers_hehl": hehl.layer_names,
         "layers_baptista": baptista.layer_names,
         "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
     }
     for key, values in recorder.series.items():
         run[key] = [round(v, 5) if math.isfinite(v) else None for v in values]
@@ -394,6 +395,26 @@ def table(rows: list[dict[str, Any]], patience: int) -> str:
             f"| {row['data']} | {labels[row['rule']]} | {row['stop']:.1f} | {100 * row['acc_stop']:.1f} % | "
             f"{row['epochs_saved']:+.1f} | {100 * row['acc_lost']:+.1f} pp | {best} |"
         )
+    return "\n".join(lines)
+
+
+def matrix_table(rows: list[dict[str, Any]], patience: int) -> str:
+    """Rules x data sets at one patience: "epochs saved / accuracy lost" against val loss per cell."""
+    names = list(dict.fromkeys(row["data"] for row in rows))
+    lines = [
+        f"| rule (patience {patience}) | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for rule in RULES:
+        cells = []
+        for name in names:
+            row = next(r for r in rows if r["rule"] == rule and r["data"] == name)
+            if rule == "val_loss":
+                cells.append(f"stop {row['stop']:.1f}, {100 * row['acc_stop']:.1f} %")
+            else:
+                mark = "" if row["matches_val_loss"] else " ✗"
+                cells.append(f"{row['epochs_saved']:+.1f} ep / {100 * row['acc_lost']:+.1f} pp{mark}")
+        lines.append(f"| {RULES[rule][0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -571,11 +592,14 @@ def report(
     print()
     print(table(rows, cfg["patience"]))
     print()
+    print(matrix_table(rows, cfg["patience"]))
+    print()
     print(overall_table(summary))
     beats = sorted({RULES[row["rule"]][0] for row in summary if row["beats_val_loss"]})
     print(f"\nrules that beat val loss at equal accuracy (<= {EQUAL_ACCURACY_PP} pp lost on every data set): "
           f"{', '.join(beats) if beats else 'none'}")  # fmt: skip
-    print(f"wall time {wall:.0f} s")
+    cpu = sum(run.get("cpu_seconds", math.nan) for run in ordered)
+    print(f"wall time {wall:.0f} s, {cpu:.0f} CPU seconds in the runs ({workers} worker(s))")
     result = {
         "config": cfg,
         "seeds": seeds,
@@ -584,6 +608,7 @@ def report(
         },
         "equal_accuracy_pp": EQUAL_ACCURACY_PP,
         "wall_s": wall,
+        "cpu_s": round(cpu, 1),
         "workers": workers,
         "summary": rows,
         "overall": summary,

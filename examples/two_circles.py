@@ -2,8 +2,16 @@
 
 The papers' synthetic task (Hehl et al., Syn-I: ``make_circles(noise=0.03)``; Baptista et al.'s
 5 x 50 ReLU MLP): a RicciFlowMonitor with its defaults (a 1000-point probe sampled from the
-validation set, the outputs of the ReLU modules, k = 50), TensorBoard logs, and early stopping on
-``ricci/coefficient`` (more negative = stronger Ricci flow, so ``mode="min"``).
+validation set with its labels, the outputs of the ReLU modules, k = 50), TensorBoard logs, and early
+stopping on the plateau of the class modularity of the last measured layer:
+``EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5)``.
+
+Why this rule (``examples/early_stopping_study.py``, ``docs/studies/early_stopping.json``; 4 seeds,
+against ``EarlyStopping(monitor="val_loss", patience=5)``): on the last hidden layer it saved 19.0
+epochs on circles, 10.0 / 8.0 on MNIST 1v7 / 6v9 and 3.2 on Fashion-MNIST 5v9 while losing at most
+0.1 pp of test accuracy. It fails where accuracy keeps rising after the class structure has
+stalled: on four_discs it stopped at epoch ~5, at the majority-class accuracy (84.5 %), 9.2 pp below
+validation loss. No Ricci or class-structure key matched validation loss's accuracy on every data set.
 
 Run::
 
@@ -95,7 +103,11 @@ def main(argv: list[str] | None = None) -> float:
         max_epochs=epochs,
         accelerator="cpu" if args.fast else "auto",
         devices=1,
-        callbacks=[monitor, EarlyStopping(monitor="ricci/coefficient", mode="min", patience=5)],
+        callbacks=[
+            monitor,
+            # The class modularity's plateau; it needs probe labels (here: the validation dataset's).
+            EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5),
+        ],
         logger=TensorBoardLogger(args.out, name="two_circles"),
         enable_checkpointing=False,
         enable_progress_bar=not args.fast,
@@ -110,8 +122,19 @@ def main(argv: list[str] | None = None) -> float:
 
     last = monitor.history[-1]
     note = " (paper's rule undefined: both-layers-connected value)" if last["excluded"] else ""
+    excluded = sum(bool(entry["excluded"]) for entry in monitor.history)
     print(f"layers: {', '.join(monitor.layer_names)}")
+    print(
+        f"ricci/coefficient was the connected-pairs coefficient (ricci/excluded = 1) in {excluded} of "
+        f"{len(monitor.history)} evaluations"
+    )
     print(f"val_acc: {float(trainer.callback_metrics['val_acc']):.3f}")
+    if "ricci/class/modularity" in trainer.callback_metrics:
+        print(
+            f"stopped after epoch {last['epoch']}: ricci/class/modularity "
+            f"{float(trainer.callback_metrics['ricci/class/modularity']):.4f} "
+            f"(mixing {float(trainer.callback_metrics['ricci/class/mixing']):.4f})"
+        )
     print(f"final ricci/coefficient: {last['coefficient']:+.4f}{note} at epoch {last['epoch']}")
     print(
         f"mean local coefficient: {last['local_mean']:+.4f}, negative share {last['local_negative_share']:.2f}"
