@@ -80,7 +80,7 @@ def analyze(
     *,
     convention: Convention = "baptista",
     curvature: CurvatureKind = "forman",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     knn_backend: KnnBackend = "auto",
     memory_budget: int | None = None,
     reduce: Reduce | Mapping[str, Reduce] = "auto",
@@ -113,7 +113,8 @@ def analyze(
         k (int, optional): neighbours per point, ``1 <= k < N``. Default: None (:func:`default_k` of N).
         convention (str): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
         curvature (str): ``"forman"``, ``"augmented_forman"`` or ``"approx_ollivier"``. Default: ``"forman"``.
-        batch_size (int): probe points per forward pass. Default: 256.
+        batch_size (int, optional): probe points per forward pass. Default: None (chosen from the
+            largest module output, as the monitor does).
         knn_backend (str): passed to :func:`~lightning_ricci.ricci_flow`. Default: ``"auto"``.
         memory_budget (int, optional): passed to :func:`~lightning_ricci.ricci_flow`. Default: None.
         reduce (str | Callable | Mapping): per-layer reduction, see :mod:`lightning_ricci.capture`.

@@ -19,7 +19,7 @@ Example:
     from lightning_ricci import RicciFlowMonitor
 
     trainer = Trainer(callbacks=[RicciFlowMonitor(),
-                                 EarlyStopping(monitor="ricci/local_mean", mode="min", patience=3)])
+                                 EarlyStopping(monitor="ricci/coefficient", mode="min", patience=3)])
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ class RicciFlowMonitor(Callback):
         strict (bool, optional): re-raise failures (capture errors, geometry exceptions) instead of
             flagging them. Default: False.
         log_prefix (str, optional): prepended to every key; tells two monitors apart. Default: ``""``.
-        batch_size (int, optional): probe points per forward pass. Default: 256.
+        batch_size (int, optional): probe points per forward pass. Default: None (chosen from the
+            largest module output: 256 for MLPs, fewer for wide conv maps; see the pipeline).
         log_histograms (bool, optional): write the histograms. Default: True.
         log_figures (bool | int, optional): figure schedule (``True``: every measurement). Default: 10.
         knn_backend (str, optional): passed to ``ricci_flow``. Default: ``"auto"``.
@@ -223,7 +224,7 @@ class RicciFlowMonitor(Callback):
         run_on_sanity_check: bool = False,
         strict: bool = False,
         log_prefix: str = "",
-        batch_size: int = 256,
+        batch_size: int | None = None,
         log_histograms: bool = True,
         log_figures: bool | int = 10,
         knn_backend: KnnBackend = "auto",

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -84,6 +85,7 @@ __all__ = [
     "check_reduce",
     "default_layers",
     "find_layers",
+    "largest_output",
     "flatten_output",
     "normalize_name",
     "reduce_output",
@@ -888,6 +890,21 @@ def default_layers(
             f"module names, for example from: {', '.join(repr(n) for n in candidate_module_names(model)[:60]) or 'none'}"
         )
     return spread_layers(_per_call(chosen, names), max_layers), "children"
+
+
+def largest_output(model: nn.Module, forward: Callable[[], Any], rows: int | None = None) -> int:
+    """The largest per-sample size (values) of any module output in one forward pass: a bound on what
+    one sample of a forward batch holds at once, for choosing the batch size.
+
+    >>> net = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
+    >>> largest_output(net, lambda: net(torch.zeros(4, 2)), rows=4)
+    64
+    """
+    calls, _ = _trace(model, forward)
+    sizes = [
+        math.prod(c.out_shape[1:]) for c in calls if c.out_shape and (rows is None or c.out_shape[0] == rows)
+    ]
+    return max(sizes, default=1)
 
 
 def find_layers(

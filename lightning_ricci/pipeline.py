@@ -21,7 +21,7 @@ give the same numbers on the same model and probe by construction. The steps:
 3. **Layers**: ``layers`` names, classes or a predicate, or the default rules of
    :mod:`lightning_ricci.capture` (blocks, else activation modules, else the children that run), capped
    at ``max_layers``; the probe input is layer 0 (``"input"``, or ``"probe_input"`` if a module is
-   called so).
+   called so); integer inputs (token ids) enter it as floats.
 4. **Reduce**: each layer's output becomes [N, D_l] by ``reduce`` (see :mod:`lightning_ricci.capture`),
    batch by batch into one buffer per layer. If any layer is float64 all are promoted to float64, else
    all are float32.
@@ -61,6 +61,7 @@ from lightning_ricci.capture import (
     check_reduce,
     default_layers,
     find_layers,
+    largest_output,
     reduce_output,
 )
 from lightning_ricci.geometry import ricci_flow
@@ -108,6 +109,10 @@ TIME_BUDGET_S = 30.0
 # all-pairs BFS (seconds per layer and N^2) at the defaults, measured on a 2-core CPU.
 _GEMM_FLOPS = 1e10
 _BFS_SECONDS = 3e-8
+#: With ``batch_size=None``, probe points per forward pass are chosen so that a batch's largest module
+#: output times :data:`_ALIVE` (tensors alive at once in a forward) stays within this many bytes.
+FORWARD_BUDGET_BYTES = 128 * 2**20
+_ALIVE = 6
 # Scratch memory of the retry after a CUDA out-of-memory error (the default is 2 GiB).
 _SMALL_CUDA_BUDGET = 1 << 27
 
@@ -544,7 +549,9 @@ class Pipeline:
         memory_budget (int, optional): passed to ``ricci_flow``. Default: None.
         reduce (str | Callable | Mapping): per-layer reduction. Default: ``"auto"``.
         max_layers (int): cap on the default layers. Default: :data:`~lightning_ricci.capture.DEFAULT_MAX_LAYERS`.
-        batch_size (int): probe points per forward pass. Default: 256.
+        batch_size (int, optional): probe points per forward pass. Default: None: chosen by
+            :meth:`resolve` so that a batch's largest module output times 6 stays within
+            :data:`FORWARD_BUDGET_BYTES` (128 MB), between 8 and 256 (256 for MLPs).
         forward_fn (Callable, optional): ``forward_fn(model, inputs) -> output``. Default: None
             (:func:`default_forward`).
 
@@ -569,7 +576,7 @@ class Pipeline:
         memory_budget: int | None = None,
         reduce: Reduce | Mapping[str, Reduce] = "auto",
         max_layers: int = DEFAULT_MAX_LAYERS,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         forward_fn: ForwardFn | None = None,
     ) -> None:
         self.layers = check_layer_spec(layers)
@@ -579,9 +586,9 @@ class Pipeline:
         check_choice("curvature", curvature, EDGE_CURVATURES)
         check_choice("knn_backend", knn_backend, KNN_BACKENDS)
         check_reduce(reduce)
-        for name, value, low in (("max_layers", max_layers, 1), ("batch_size", batch_size, 1)):
-            if not _is_int(value) or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low} (got {value!r})")
+        for name, value in (("max_layers", max_layers), ("batch_size", batch_size)):
+            if (value is not None or name == "max_layers") and not (_is_int(value) and cast(int, value) >= 1):
+                raise ValueError(f"`{name}` must be an int >= 1 (got {value!r})")
         if forward_fn is not None and not callable(forward_fn):
             raise TypeError(f"`forward_fn` must be callable (got {type(forward_fn).__name__})")
         self.k = k
@@ -591,7 +598,8 @@ class Pipeline:
         self.memory_budget = memory_budget
         self.reduce = reduce
         self.max_layers = max_layers
-        self.batch_size = batch_size
+        self.requested_batch_size = batch_size
+        self.batch_size = 256 if batch_size is None else batch_size
         self.forward_fn: ForwardFn = forward_fn or default_forward
         self.rule = "names" if isinstance(self.layers, list) else None
 
@@ -681,6 +689,11 @@ class Pipeline:
             except CaptureError as err:
                 raise CaptureValueError(f"`layers`: {err}") from None
             seconds = time.perf_counter() - start
+            if self.requested_batch_size is None and not probe.is_graph:
+                largest = largest_output(
+                    model, lambda: self._call(model, probe, sample, prepare, convert, context), points
+                )
+                self.batch_size = max(8, min(256, FORWARD_BUDGET_BYTES // (largest * 4 * _ALIVE)))
         return list(acts), [dims[0], *(int(a.shape[1]) for a in acts.values())], seconds / points
 
     def capture(
