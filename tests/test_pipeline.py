@@ -293,3 +293,47 @@ def test_cost_estimate_formula() -> None:
     assert cost.forward_seconds == pytest.approx(2.0)
     assert not cost.over_budget()
     assert Pipeline().estimate([100_000] * 4, 1000, 0.0).over_budget()  # 1.5 GB of activations
+
+
+def test_keyword_inputs_and_forward_fn() -> None:
+    from lightning_ricci import analyze
+
+    class KeywordModel(nn.Module):  # a Hugging Face-style forward(input_ids=..., attention_mask=...)
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed = nn.Embedding(20, 8)
+            self.fc = nn.ModuleList([Residual() for _ in range(4)])
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            h = self.embed(input_ids) * attention_mask[..., None]
+            for block in self.fc:
+                h = block(h)
+            return h.mean(dim=1)
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.tanh(self.lin(x))
+
+    model = KeywordModel()
+    generator = torch.Generator().manual_seed(2)
+    batch = {
+        "input_ids": torch.randint(0, 20, (30, 6), generator=generator),
+        "attention_mask": torch.ones(30, 6),
+    }
+    via_dict = analyze(model, batch, batch_to_input=lambda b: b, k=5)  # a dict input: model(**inputs)
+    via_fn = analyze(model, batch, forward_fn=lambda m, ids: m(ids, batch["attention_mask"][: len(ids)]), k=5)
+    assert via_dict.layer_names == via_fn.layer_names == ("input", "fc.0", "fc.1", "fc.2", "fc.3")
+    torch.testing.assert_close(via_dict.total_curvature, via_fn.total_curvature)
+    # Independently: the input layer is the token ids as floats, then each residual block's output.
+    layers = [batch["input_ids"].float()]
+    with torch.no_grad():
+        h = model.embed(batch["input_ids"]) * batch["attention_mask"][..., None]
+        for block in model.fc:
+            h = block(h)
+            layers.append(h.flatten(1))
+    torch.testing.assert_close(via_dict.total_curvature, ricci_flow(layers, 5).total_curvature)
