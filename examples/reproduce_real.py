@@ -750,6 +750,10 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return "–" if v is None else f"{v:+.{digits}f}"
 
 
+def _share(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
 def _ci(c: dict[str, Any], key: str = "pearson") -> str:
     lo, hi = c.get(f"{key}_ci", [None, None])
     inner = f" [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else ""
@@ -769,11 +773,11 @@ def tables(b: dict[str, Any], h: dict[str, Any], cfg: Config) -> str:
             ),
             "",
             (
-                "| architecture | k | nets | acc. mean [min, max] | pass > 0.98 | pass adapted | excl. (adapted) | "
+                "| architecture | k | nets | acc. mean [min, max] | pass > 0.98 | pass adapted | excl. all / adapted | "
                 "pooled ρ, filter 0.98 | pooled ρ, adapted | mean ρ, adapted (share < 0) | "
                 "Spearman(ρ, acc.), adapted | Spearman(ρ, acc.), all nets |"
             ),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",  # 12 columns
         ]
         for arch, e in b.items():
             if arch in ("across_architectures",):
@@ -785,8 +789,8 @@ def tables(b: dict[str, Any], h: dict[str, Any], cfg: Config) -> str:
                 pooled_a = _ci(a["correlation_shift"]) if a["correlation_shift"] else "–"
                 lines.append(
                     f"| {arch} | {k} | {e['n_networks']} | {acc['mean']:.3f} [{acc['min']:.3f}, {acc['max']:.3f}] | "
-                    f"{f['n_pass']} | {a['n_pass']} | {a['n_excluded']} | {pooled_f} | {pooled_a} | "
-                    f"{_fmt(a['coefficient']['mean'])} ({_fmt(a['coefficient']['negative_share'])}) | "
+                    f"{f['n_pass']} | {a['n_pass']} | {kk['n_excluded']} / {a['n_excluded']} | {pooled_f} | {pooled_a} | "
+                    f"{_fmt(a['coefficient']['mean'])} ({_share(a['coefficient']['negative_share'])}) | "
                     f"{_ci(a['corr_coefficient_accuracy'], 'spearman')} | "
                     f"{_ci(kk['all_networks']['corr_coefficient_accuracy'], 'spearman')} |"
                 )
@@ -899,10 +903,10 @@ def figures(
             ax.axhline(0, color="grey", lw=0.6)
             ax.set_xticks(xs)
             ax.set_xticklabels(labels, fontsize=6)
-            ax.set_ylim(-1.05, 0.4)
+            ax.set_ylim(-1.05, 0.75)
             ax.set_title(f"{name} (k = {s['k']})", fontsize=9)
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=6, loc="upper right")
+            ax.legend(fontsize=6, loc="upper center", ncol=2)
         axes.flat[0].set_ylabel("mean local coefficient (augmented Forman)", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "table1.png", dpi=90)
@@ -1156,6 +1160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_h = len(H_DATASETS) * len(cfg.widths_h) * len(cfg.depths_h) * cfg.seeds_h
     print(f"[B] {n_b} networks ({', '.join(f'{a}: {s}' for a, s in seeds_b.items())}); [H] {n_h} networks; "
           f"{len(todo)} batches on {args.workers} workers", flush=True)  # fmt: skip
+    cached = sum(args.cache is not None and (args.cache / f"{_unit_key(u, cfg)}.pt").is_file() for u in todo)
     start = time.perf_counter()
     records: list[dict[str, Any]] = []
     weights: dict[str, np.ndarray] = {}
@@ -1186,6 +1191,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             g: sum(r["id"].rsplit("_r", 1)[0] == g for r in records) for g in sorted(done_units)
         },
         "command": " ".join(sys.argv),
+        "batches_from_cache": cached,
+        "seconds_per_network_sum": sum(r["seconds"] for r in records),
     }
     results = write_outputs(cfg, records, weights, wall, args.out, run_info)
     print(tables(results["baptista"]["architectures"], results["hehl"]["table1"], cfg))
