@@ -293,10 +293,13 @@ class _Estimates:
 
     ``estimate(i, j)`` is within ``coef * (norm[i] + norm[j]) ** 2 + floor`` of the squared distance of
     ``x[i]`` and ``x[j]`` (rescaled by ``scale ** 2``), and of the float64 difference formula that
-    decides ties. The bound, term by term (u = 2^-24, v = 2^-53, c = :data:`GEMM_CHUNK`, P chunks):
+    decides ties. The features are centred (and rescaled) chunk by chunk into small reused buffers, so
+    no copy of the features is made. The bound, term by term (u = 2^-24, v = 2^-53,
+    c = :data:`GEMM_CHUNK`, P chunks):
 
-    * products of one chunk: ``gamma_c * |a| |b|`` (any summation order, FMA or not); the float64 sum of
-      the P chunk values: ``2 P v |a| |b|``; 2 |a| |b| <= (|a| + |b|)^2 / 2;
+    * the products of one chunk: ``gamma_c |a| |b|`` (any summation order, FMA or not); the pairwise
+      (tree) float32 sum of the P chunk values, at most ``2 ceil(log2 P)`` roundings:
+      ``gamma_{2 log2 P} |a| |b|``; 2 |a| |b| <= (|a| + |b|)^2 / 2;
     * the squared norms, summed in float64 from exact float64 products: ``gamma_D(v) (|a|^2 + |b|^2)``;
     * the float32 assembly ``|a|^2 + |b|^2 - 2 a.b`` and its four roundings: ``4 u (|a| + |b|)^2``;
     * the rounding of the centred (and rescaled) features to float32, at most one float32 and one
@@ -310,45 +313,64 @@ class _Estimates:
 
     def __init__(self, x: Tensor, budget: int) -> None:
         m, dim = x.shape
-        self.m, self.dim, self.budget = m, dim, budget
+        self.m, self.dim, self.budget, self.x = m, dim, budget, x
         amax = _abs_max(x)
         self.scale = _power_of_two_scale(amax, 2.0**-20, 2.0**20)
-        # Exact differences in float64 only need rescaling where their squares leave float64's range.
+        # Exact differences in float64 only need rescaling where they leave float64's range.
         self.exact_scale = 1.0
         if x.dtype == torch.float64:
             self.exact_scale = _power_of_two_scale(amax, 2.0**-480, 2.0**480)
-        self.x = x
-        rows = max(1, budget // max(1, 8 * dim))
-        small = max(1, _EXACT_ELEMENTS // max(1, dim))  # rows of a cache-sized float64 block
+        self.chunk = min(GEMM_CHUNK, dim)
+        self.direct = x.dtype == torch.float32 and self.scale == 1.0  # centre in float32, one rounding
         with torch.no_grad():
-            if x.dtype == torch.float32 and self.scale == 1.0:
-                xc = x - x.mean(dim=0, keepdim=True)
-            else:  # float64 features or a rescaling: centre in float64, block by block
-                mean = torch.zeros(1, dim, dtype=torch.float64, device=x.device)
-                for s in range(0, m, rows):
-                    mean += (x[s : s + rows].double() * self.scale).sum(dim=0, keepdim=True)
-                mean /= m
-                xc = torch.empty(m, dim, dtype=torch.float32, device=x.device)
-                for s in range(0, m, rows):
-                    xc[s : s + rows] = (x[s : s + rows].double() * self.scale - mean).float()
-            self.xc = xc
-            sq = torch.empty(m, dtype=torch.float64, device=x.device)
-            buf = torch.empty(min(m, small), dim, dtype=torch.float64, device=x.device)
-            for s in range(0, m, small):
-                block = buf[: min(small, m - s)].copy_(xc[s : s + small])
-                sq[s : s + small] = block.pow_(2).sum(dim=1)
+            if self.direct:
+                self.mean = x.mean(dim=0)
+            else:
+                self.mean = torch.cat(
+                    [
+                        (x[:, s : s + self.chunk].double() * self.scale).mean(dim=0)
+                        for s in range(0, dim, self.chunk)
+                    ]
+                )
+        pieces = -(-dim // self.chunk)
+        gamma = self.chunk * _U32 / (1 - self.chunk * _U32)
+        levels = 2 * max(1, math.ceil(math.log2(pieces))) if pieces > 1 else 0
+        gamma_sum = levels * _U32 / (1 - levels * _U32)
+        gamma_d64 = dim * _U64 / (1 - dim * _U64)
+        self.coef = 1.05 * ((gamma + gamma_sum) / 2 + 3 * gamma_d64 + 4 * _U32 + 2.0001 * _U32)
+        self.floor = (dim + 4) * 2.0**-118 * max(1.0, amax * self.scale) ** 2
+        self.full: Tensor | None = None
+        # Live float32 [rows, M] blocks of the pairwise sum: one per level, plus the block being added.
+        self.blocks = (levels // 2 + 2) if pieces > 1 else 1
+        if 4 * m * m + 4 * self.blocks * _GRAM_ROWS * m + 12 * m * self.chunk <= budget:
+            self.full = self._symmetric()
+        else:
+            self._norms(self._squared_norms())
+
+    def _norms(self, sq: Tensor) -> None:
         self.sq32 = sq.float()
         self.norm = sq.sqrt()
         self.norm_max = float(self.norm.max())
-        chunk = min(GEMM_CHUNK, dim)
-        pieces = -(-dim // chunk)
-        gamma = chunk * _U32 / (1 - chunk * _U32)
-        gamma_d64 = dim * _U64 / (1 - dim * _U64)
-        self.coef = 1.05 * ((gamma + 2 * pieces * _U64) / 2 + 3 * gamma_d64 + 4 * _U32 + 2.0001 * _U32)
-        self.floor = (dim + 4) * 2.0**-118 * max(1.0, amax * self.scale) ** 2
-        self.full: Tensor | None = None
-        if 4 * m * m + 16 * _GRAM_ROWS * m <= budget:
-            self.full = self._symmetric()
+
+    def _centred(self, rows: Tensor | slice, start: int, out: Tensor, scratch: Tensor) -> Tensor:
+        """Centred (rescaled) float32 features ``x[rows, start:start + chunk]`` written into ``out``."""
+        stop = min(self.dim, start + self.chunk)
+        part = self.x[rows, start:stop]
+        n, w = part.shape
+        if self.direct:
+            return torch.sub(part, self.mean[start:stop], out=out[:n, :w])
+        work = scratch[:n, :w].copy_(part).mul_(self.scale).sub_(self.mean[start:stop])
+        return out[:n, :w].copy_(work)
+
+    def _squared_norms(self) -> Tensor:
+        m = self.m
+        out = torch.empty(m, self.chunk, dtype=torch.float32, device=self.x.device)
+        scratch = torch.empty(m, self.chunk, dtype=torch.float64, device=self.x.device)
+        sq = torch.zeros(m, dtype=torch.float64, device=self.x.device)
+        for start in range(0, self.dim, self.chunk):
+            centred = self._centred(slice(0, m), start, out, scratch)
+            sq += scratch[:, : centred.shape[1]].copy_(centred).pow_(2).sum(dim=1)
+        return sq
 
     def bound(self, rows: Tensor, cols: Tensor) -> Tensor:
         """[R, C] float64 bound on |estimate - exact| for the pairs (``rows[r]``, ``cols[r, c]``)."""
@@ -358,34 +380,54 @@ class _Estimates:
         """[R] float64 bound valid for every pair of ``rows[r]`` with any other row."""
         return self.coef * (self.norm[rows] + self.norm_max) ** 2 + self.floor
 
-    def _gram(self, a: Tensor, b: Tensor) -> Tensor:
-        """``a @ b.T`` in float32 from chunks of :data:`GEMM_CHUNK` features summed in float64."""
-        if self.dim <= GEMM_CHUNK:
-            return a @ b.T
-        acc = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
-        part = torch.empty(a.shape[0], b.shape[0], dtype=torch.float32, device=a.device)
-        for s in range(0, self.dim, GEMM_CHUNK):
-            torch.mm(a[:, s : s + GEMM_CHUNK], b[:, s : s + GEMM_CHUNK].T, out=part)
-            acc += part
-        return acc.float()
+    def _gram(self, a_rows: Tensor | slice, b_rows: Tensor | slice, sq: Tensor | None = None) -> Tensor:
+        """[A, B] float32 Gram block of the centred rows: chunk products summed pairwise (a tree).
+
+        With ``sq``, the float64 squared norms of the ``a_rows`` (a slice) are added into it on the way.
+        """
+        device = self.x.device
+        a_n = len(range(self.m)[a_rows]) if isinstance(a_rows, slice) else a_rows.numel()
+        b_n = len(range(self.m)[b_rows]) if isinstance(b_rows, slice) else b_rows.numel()
+        buf_a = torch.empty(a_n, self.chunk, dtype=torch.float32, device=device)
+        buf_b = torch.empty(b_n, self.chunk, dtype=torch.float32, device=device)
+        scratch = torch.empty(max(a_n, b_n), self.chunk, dtype=torch.float64, device=device)
+        same = isinstance(a_rows, slice) and isinstance(b_rows, slice) and a_rows.start == b_rows.start
+        free: list[Tensor] = []
+        stack: list[tuple[int, Tensor]] = []
+        with exact_matmul():
+            for start in range(0, self.dim, self.chunk):
+                cb = self._centred(b_rows, start, buf_b, scratch)
+                ca = cb[:a_n] if same else self._centred(a_rows, start, buf_a, scratch)
+                if sq is not None:
+                    sq += scratch[:a_n, : ca.shape[1]].copy_(ca).pow_(2).sum(dim=1)
+                part = free.pop() if free else torch.empty(a_n, b_n, dtype=torch.float32, device=device)
+                torch.mm(ca, cb.T, out=part)
+                level = 0
+                while stack and stack[-1][0] == level:  # pairwise: merge equal-sized partial sums
+                    _, left = stack.pop()
+                    free.append(part)
+                    part = left.add_(part)
+                    level += 1
+                stack.append((level, part))
+        total = stack.pop()[1]
+        while stack:
+            total = stack.pop()[1].add_(total)
+        return total
 
     def _symmetric(self) -> Tensor:
         """All [M, M] estimates from the Gram blocks on and above the diagonal (the diagonal is inf)."""
-        m, xc = self.m, self.xc
+        m = self.m
+        out = torch.empty(m, m, dtype=torch.float32, device=self.x.device)
+        sq = torch.zeros(m, dtype=torch.float64, device=self.x.device)
         if self.dim <= GEMM_CHUNK:  # one GEMM: the copies of the transposed blocks would cost more
-            with exact_matmul():
-                out = xc @ xc.T
-            out.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32.unsqueeze(1))
-            out.fill_diagonal_(torch.inf)
-            return out
-        out = torch.empty(m, m, dtype=torch.float32, device=xc.device)
-        step = _GRAM_ROWS
-        with exact_matmul():
-            for start in range(0, m, step):
-                stop = min(m, start + step)
-                block = self._gram(xc[start:stop], xc[start:])
+            out.copy_(self._gram(slice(0, m), slice(0, m), sq))
+        else:
+            for start in range(0, m, _GRAM_ROWS):
+                stop = min(m, start + _GRAM_ROWS)
+                block = self._gram(slice(start, stop), slice(start, m), sq[start:stop])
                 out[start:stop, start:] = block
                 out[stop:, start:stop] = block[:, stop - start :].T
+        self._norms(sq)
         out.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32.unsqueeze(1))
         out.fill_diagonal_(torch.inf)
         return out
@@ -400,17 +442,16 @@ class _Estimates:
             )
             return v.double(), i
         m = self.m
-        step = max(1, self.budget // (16 * m))
+        step = max(1, (self.budget - 12 * m * self.chunk) // (4 * (self.blocks + 1) * m))
         values, indices = [], []
-        with exact_matmul():
-            for start in range(0, rows.numel(), step):
-                q = rows[start : start + step]
-                d2 = self._gram(self.xc[q], self.xc)
-                d2.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32[q].unsqueeze(1))
-                d2[torch.arange(q.numel(), device=q.device), q] = torch.inf
-                v, i = torch.topk(d2, count, dim=1, largest=False, sorted=True)
-                values.append(v.double())
-                indices.append(i)
+        for start in range(0, rows.numel(), step):
+            q = rows[start : start + step]
+            d2 = self._gram(q, slice(0, m))
+            d2.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32[q].unsqueeze(1))
+            d2[torch.arange(q.numel(), device=q.device), q] = torch.inf
+            v, i = torch.topk(d2, count, dim=1, largest=False, sorted=True)
+            values.append(v.double())
+            indices.append(i)
         return torch.cat(values), torch.cat(indices)
 
     def exact(self, a: Tensor, b: Tensor) -> Tensor:
@@ -425,8 +466,8 @@ class _Estimates:
 def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
     """[P] squared distances between ``x[a]`` and ``x[b]`` (paired) from float64 differences.
 
-    ``scale`` (a power of two) multiplies the differences before squaring, for float64 features whose
-    squares would leave float64's range. Small blocks keep the gathered rows in cache.
+    ``scale`` (a power of two, exact) multiplies the features first, for float64 features whose
+    differences or squares would leave float64's range. Small blocks keep the gathered rows in cache.
     """
     step = max(1, _EXACT_ELEMENTS // max(x.shape[1], 1))
     out = []
@@ -440,13 +481,14 @@ def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> T
         p = ia.numel()
         if x.dtype == torch.float64:
             d = torch.index_select(x, 0, ia, out=da[:p])
-            d.sub_(torch.index_select(x, 0, ib, out=gathered[:p]))
+            other = torch.index_select(x, 0, ib, out=gathered[:p])
         else:
             d = da[:p].copy_(torch.index_select(x, 0, ia, out=gathered[:p]))
-            d.sub_(db[:p].copy_(torch.index_select(x, 0, ib, out=gathered[:p])))
-        if scale != 1.0:
+            other = db[:p].copy_(torch.index_select(x, 0, ib, out=gathered[:p]))
+        if scale != 1.0:  # before the difference, which could overflow
             d.mul_(scale)
-        out.append(d.pow_(2).sum(-1))
+            other.mul_(scale)
+        out.append(d.sub_(other).pow_(2).sum(-1))
     return torch.cat(out) if out else x.new_zeros(0, dtype=torch.float64)
 
 
@@ -531,6 +573,7 @@ def _select_groups(
     """
     m = uniq.shape[0]
     est = _Estimates(uniq, budget)
+    unit = detect_duplicates  # the ungrouped search: counts are all 1 and need is k
     full_u, full_g, und_q, und_g = [], [], [], []
     need_rem = need.clone()
     num_candidates = min(m - 1, k + max(4, k // 8))
@@ -545,20 +588,33 @@ def _select_groups(
             if dr.numel() and bool((est.exact(q_rows[dr], cand[dr, dc]) == 0).any()):
                 return None
             detect_duplicates = False
-        mult = counts[cand]
         nd = need[pending]
-        lower, upper = _bracket(lo, hi, mult, nd)
+        if unit:  # every row is one point: the k-th entry, no multiplicities
+            mult = cand
+            upper = hi[:, :k].amax(dim=1)
+            lower = lo[:, k - 1 :].amin(dim=1)
+        else:
+            mult = counts[cand]
+            lower, upper = _bracket(lo, hi, mult, nd)
         certified = torch.isfinite(upper)
         if num_candidates < m - 1:
             certified &= approx[:, -1] - est.bound_outside(q_rows) > upper
-        ok = certified.nonzero().squeeze(1)
-        lo, hi, mult, cand, q_ok = lo[ok], hi[ok], mult[ok], cand[ok], pending[ok]
-        lower, upper = lower[ok], upper[ok]
+        every = bool(certified.all())
+        if every:  # the usual case: no copies
+            q_ok = pending
+        else:
+            ok = certified.nonzero().squeeze(1)
+            lo, hi, mult, cand, q_ok, nd = lo[ok], hi[ok], mult[ok], cand[ok], pending[ok], nd[ok]
+            lower, upper = lower[ok], upper[ok]
         inside = hi < lower.unsqueeze(1)
         undecided = ~inside & (lo <= upper.unsqueeze(1))
-        zero = torch.zeros_like(mult)
-        rem = nd[ok] - torch.where(inside, mult, zero).sum(dim=1)
-        all_in = torch.where(undecided, mult, zero).sum(dim=1) == rem
+        if unit:
+            rem = nd - inside.sum(dim=1)
+            all_in = undecided.sum(dim=1) == rem
+        else:
+            zero = torch.zeros_like(mult)
+            rem = nd - torch.where(inside, mult, zero).sum(dim=1)
+            all_in = torch.where(undecided, mult, zero).sum(dim=1) == rem
         inside |= undecided & all_in.unsqueeze(1)
         undecided &= ~all_in.unsqueeze(1)
         r, c = inside.nonzero(as_tuple=True)
@@ -568,6 +624,8 @@ def _select_groups(
         und_q.append(q_ok[r])
         und_g.append(cand[r, c])
         need_rem[q_ok] = rem
+        if num_candidates == m - 1 and not every:  # pragma: no cover - non-finite estimates
+            raise RuntimeError("exact kNN: estimates of every candidate failed to bracket the k-th distance")
         pending = pending[~certified]
         num_candidates = min(m - 1, 4 * num_candidates)
 
@@ -646,7 +704,7 @@ def _knn_dedup(
     if keep_ties:  # the edge count, from the multiplicities, before any edge is built
         edges = int((counts[full_u] * counts[full_g]).sum()) + int((counts[dup] * (counts[dup] - 1)).sum())
         repeated = int(counts[dup].sum())
-        check_edges(edges, f"{repeated} of the {n} points repeat another point ({m} distinct rows)")
+        check_edges(edges, f"{repeated} of the {n} points coincide with another point ({m} distinct rows)")
 
     # (distinct row u, point j) pairs: every point of u's neighbour rows, then tied points by index.
     owner_u, nbr_j = _expand(full_u, full_g, counts, gstart, members)
