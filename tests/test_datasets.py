@@ -40,7 +40,9 @@ def csv_dir(tmp_path: Path) -> tuple[Path, list[list[int]], list[list[int]]]:
     return tmp_path, fives, nines
 
 
-def test_csv_loader_returns_the_written_pixels(csv_dir: tuple[Path, list[list[int]], list[list[int]]]) -> None:
+def test_csv_loader_returns_the_written_pixels(
+    csv_dir: tuple[Path, list[list[int]], list[list[int]]],
+) -> None:
     path, fives, nines = csv_dir
     fm = datasets.fashion_mnist_pair((5, 9), source="csv", path=path)
     expected = np.array([r[1:] for r in fives + nines], dtype=np.float32)
@@ -50,7 +52,9 @@ def test_csv_loader_returns_the_written_pixels(csv_dir: tuple[Path, list[list[in
     assert fm.index.tolist() == [0, 1, 2, 3, 0, 1, 2]
     assert "test5" in fm.source
     scaled = datasets.fashion_mnist_pair((5, 9), source="csv", path=path, per_class=2, scale=255.0)
-    np.testing.assert_allclose(scaled.x.numpy(), np.concatenate([expected[:2], expected[4:6]]) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        scaled.x.numpy(), np.concatenate([expected[:2], expected[4:6]]) / 255.0, rtol=1e-6
+    )
     x, y = scaled  # unpacks as (x, y)
     assert x.shape == (4, 784) and y.tolist() == [0, 0, 1, 1]
 
@@ -216,7 +220,9 @@ def test_synthetic_is_reproducible_and_shuffled() -> None:
     assert torch.equal(a, b) and torch.equal(ya, yb)
     assert not torch.equal(a, datasets.synthetic("spirals", 300, seed=6)[0])
     assert 0 < int(ya[:150].sum()) < 150  # not class 0 first
-    assert torch.equal(datasets.synthetic("discs", 50, seed=1)[0], datasets.synthetic("four_discs", 50, seed=1)[0])
+    assert torch.equal(
+        datasets.synthetic("discs", 50, seed=1)[0], datasets.synthetic("four_discs", 50, seed=1)[0]
+    )
 
 
 def test_split_is_disjoint_and_stratified() -> None:
@@ -236,7 +242,11 @@ def test_load_splits() -> None:
     assert x_tr.shape == (300, 2) and x_te.shape == (200, 2)
     pytest.importorskip("sklearn")
     parts = datasets.load("digits", (0.5, 0.25, 0.25), seed=0)
-    assert [len(p[1]) for p in parts] == [180, 91, 90]  # cuts at round(361 * 0.5) = 180 and round(361 * 0.75) = 271
+    assert [len(p[1]) for p in parts] == [
+        180,
+        91,
+        90,
+    ]  # cuts at round(361 * 0.5) = 180 and round(361 * 0.75) = 271
     assert float(parts[0][0].max()) <= 1.0
     ref = datasets.digits((1, 7))
     assert sorted(torch.cat([p[0] for p in parts]).sum(dim=1).tolist()) == sorted(ref.x.sum(dim=1).tolist())
