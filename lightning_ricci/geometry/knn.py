@@ -182,13 +182,24 @@ def knn_edges(
     """Unchecked :func:`knn_graph` on finite [N, D] features; also says whether all points coincide.
 
     A layer whose points all coincide gets the complete graph under both tie rules. ``memory_budget``
-    bounds the bytes of the blocks of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`); a
-    centred float32 copy of the features comes on top. ``max_edges`` and ``strict`` are the keep-ties
-    edge budget of :func:`knn_graph`.
+    bounds the bytes of the blocks of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`); the
+    features are centred chunk by chunk, so no copy of them is made. ``max_edges`` and ``strict`` are
+    the keep-ties edge budget of :func:`knn_graph`.
+
+    A backend that cannot keep ties (``supports_keep_ties=False`` in :data:`KNN_BACKEND_SPECS`:
+    torch-cluster) is asked for k + 1 neighbours under ``keep_ties=True``; the exact float64 squared
+    distances of each point's k-th and (k+1)-th are compared, and equal ones (a tie at the k-th
+    distance: duplicates, lattices) raise a ``ValueError`` instead of a graph that silently differs
+    from the keep-all-ties rule. Otherwise the k nearest of the k + 1 are kept.
 
     Raises:
         ValueError: ``backend`` cannot serve this device, this ``k`` or tied data under ``keep_ties``;
             or the edge budget is exceeded with ``strict=True``.
+
+    Example:
+        >>> edges, constant = knn_edges(torch.tensor([[0.0], [1.0], [3.0]]), 1, keep_ties=True)
+        >>> edges.tolist(), constant
+        ([[0, 1, 2], [1, 0, 1]], False)
     """
     spec = KNN_BACKEND_SPECS["gemm" if backend == "auto" else backend]
     _name = _names[0]
@@ -466,8 +477,16 @@ class _Estimates:
 def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
     """[P] squared distances between ``x[a]`` and ``x[b]`` (paired) from float64 differences.
 
+    The formula that decides ties in the exact backend; callers that rank kNN edges by distance should
+    use it too (it also handles float64 features whose differences overflow, through ``scale``).
+
     ``scale`` (a power of two, exact) multiplies the features first, for float64 features whose
     differences or squares would leave float64's range. Small blocks keep the gathered rows in cache.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> exact_sq_distances(x, torch.tensor([0]), torch.tensor([1]))
+        tensor([25.], dtype=torch.float64)
     """
     step = max(1, _EXACT_ELEMENTS // max(x.shape[1], 1))
     out = []
