@@ -292,6 +292,13 @@ def _check_finite(x: Tensor) -> None:
         check_finite("x", x)
 
 
+def _exact_scale(x: Tensor, amax: float | None = None) -> float:
+    """The power of two that keeps float64 differences of ``x`` and their squares in range (float32: 1)."""
+    if x.dtype != torch.float64:
+        return 1.0
+    return _power_of_two_scale(_abs_max(x) if amax is None else amax, 2.0**-480, 2.0**480)
+
+
 def _power_of_two_scale(amax: float, low: float, high: float) -> float:
     """``2**-e`` with ``amax * 2**-e`` in [0.5, 1) when ``amax`` lies outside [low, high], else 1."""
     if amax == 0.0 or low <= amax <= high:
@@ -328,9 +335,7 @@ class _Estimates:
         amax = _abs_max(x)
         self.scale = _power_of_two_scale(amax, 2.0**-20, 2.0**20)
         # Exact differences in float64 only need rescaling where they leave float64's range.
-        self.exact_scale = 1.0
-        if x.dtype == torch.float64:
-            self.exact_scale = _power_of_two_scale(amax, 2.0**-480, 2.0**480)
+        self.exact_scale = _exact_scale(x, amax)
         self.chunk = min(GEMM_CHUNK, dim)
         self.direct = x.dtype == torch.float32 and self.scale == 1.0  # centre in float32, one rounding
         with torch.no_grad():
@@ -348,7 +353,10 @@ class _Estimates:
         levels = 2 * max(1, math.ceil(math.log2(pieces))) if pieces > 1 else 0
         gamma_sum = levels * _U32 / (1 - levels * _U32)
         gamma_d64 = dim * _U64 / (1 - dim * _U64)
-        self.coef = 1.05 * ((gamma + gamma_sum) / 2 + 3 * gamma_d64 + 4 * _U32 + 2.0001 * _U32)
+        # One chunk: the [M, M] block is one ``addmm`` (the row norms added in the GEMM), whose bound is
+        # gamma_{D+1} (|b|^2 + 2 |a| |b|) <= gamma_{D+1} (|a| + |b|)^2 in whatever order BLAS adds them.
+        product = (gamma + gamma_sum) / 2 if pieces > 1 else (dim + 1) * _U32 / (1 - (dim + 1) * _U32)
+        self.coef = 1.05 * (product + 3 * gamma_d64 + 4 * _U32 + 2.0001 * _U32)
         self.floor = (dim + 4) * 2.0**-118 * max(1.0, amax * self.scale) ** 2
         self.full: Tensor | None = None
         # Live float32 [rows, M] blocks of the pairwise sum: one per level, plus the block being added.
@@ -428,16 +436,23 @@ class _Estimates:
     def _symmetric(self) -> Tensor:
         """All [M, M] estimates from the Gram blocks on and above the diagonal (the diagonal is inf)."""
         m = self.m
+        if self.dim <= GEMM_CHUNK:  # one GEMM: the copies of the transposed blocks would cost more
+            buf = torch.empty(m, self.dim, dtype=torch.float32, device=self.x.device)
+            scratch = torch.empty(m, self.dim, dtype=torch.float64, device=self.x.device)
+            xc = self._centred(slice(0, m), 0, buf, scratch)
+            self._norms(scratch.copy_(xc).pow_(2).sum(dim=1))
+            with exact_matmul():
+                out = torch.addmm(self.sq32.unsqueeze(0), xc, xc.T, beta=1.0, alpha=-2.0)
+            out.add_(self.sq32.unsqueeze(1))
+            out.fill_diagonal_(torch.inf)
+            return out
         out = torch.empty(m, m, dtype=torch.float32, device=self.x.device)
         sq = torch.zeros(m, dtype=torch.float64, device=self.x.device)
-        if self.dim <= GEMM_CHUNK:  # one GEMM: the copies of the transposed blocks would cost more
-            out.copy_(self._gram(slice(0, m), slice(0, m), sq))
-        else:
-            for start in range(0, m, _GRAM_ROWS):
-                stop = min(m, start + _GRAM_ROWS)
-                block = self._gram(slice(start, stop), slice(start, m), sq[start:stop])
-                out[start:stop, start:] = block
-                out[stop:, start:stop] = block[:, stop - start :].T
+        for start in range(0, m, _GRAM_ROWS):
+            stop = min(m, start + _GRAM_ROWS)
+            block = self._gram(slice(start, stop), slice(start, m), sq[start:stop])
+            out[start:stop, start:] = block
+            out[stop:, start:stop] = block[:, stop - start :].T
         self._norms(sq)
         out.mul_(-2.0).add_(self.sq32.unsqueeze(0)).add_(self.sq32.unsqueeze(1))
         out.fill_diagonal_(torch.inf)
@@ -474,20 +489,23 @@ class _Estimates:
         return exact_sq_distances(self.x, a, b, self.exact_scale)
 
 
-def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float = 1.0) -> Tensor:
+def exact_sq_distances(x: Tensor, a: Tensor, b: Tensor, scale: float | None = None) -> Tensor:
     """[P] squared distances between ``x[a]`` and ``x[b]`` (paired) from float64 differences.
 
     The formula that decides ties in the exact backend; callers that rank kNN edges by distance should
     use it too (it also handles float64 features whose differences overflow, through ``scale``).
 
     ``scale`` (a power of two, exact) multiplies the features first, for float64 features whose
-    differences or squares would leave float64's range. Small blocks keep the gathered rows in cache.
+    differences or squares would leave float64's range; ``None`` (the default) picks it from
+    ``max |x|`` (1 for float32 features and for float64 features within about 2^+-480). Small blocks keep the gathered rows in cache.
 
     Example:
         >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
         >>> exact_sq_distances(x, torch.tensor([0]), torch.tensor([1]))
         tensor([25.], dtype=torch.float64)
     """
+    if scale is None:
+        scale = _exact_scale(x)
     step = max(1, _EXACT_ELEMENTS // max(x.shape[1], 1))
     out = []
     # Reused buffers: a fresh large block per step would cost page faults on the CPU.
@@ -803,9 +821,8 @@ def _drop_farthest_unless_tied(
     the keep-ties rule, which a backend returning exactly k cannot give.
     """
     n = x.shape[0]
-    scale = _power_of_two_scale(_abs_max(x), 2.0**-480, 2.0**480) if x.dtype == torch.float64 else 1.0
     i, j = edges[0], edges[1]
-    d = exact_sq_distances(x, i, j, scale)
+    d = exact_sq_distances(x, i, j)
     order = torch.argsort(d, stable=True)
     order = order[torch.argsort(i[order], stable=True)]
     i, j, d = i[order], j[order], d[order]
