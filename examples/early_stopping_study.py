@@ -31,8 +31,9 @@ images of Baptista et al.; only test images exist, so they are split 50 / 25 / 2
 
 Run::
 
-    python examples/early_stopping_study.py --out docs/studies   # about 15 min on 2 busy cores
+    python examples/early_stopping_study.py --out docs/studies   # 18 min on 2 busy cores (512 CPU s)
     python examples/early_stopping_study.py --fast               # seconds (used by the tests)
+    python examples/early_stopping_study.py --replay docs/studies/early_stopping.json  # tables only
 """
 
 from __future__ import annotations
