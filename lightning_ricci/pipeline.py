@@ -110,9 +110,9 @@ TIME_BUDGET_S = 30.0
 _GEMM_FLOPS = 1e10
 _BFS_SECONDS = 3e-8
 #: With ``batch_size=None``, probe points per forward pass are chosen so that a batch's largest module
-#: output times :data:`_ALIVE` (tensors alive at once in a forward) stays within this many bytes.
+#: output times 12 (a bound on the tensors alive at once inside a residual block) stays within this many bytes.
 FORWARD_BUDGET_BYTES = 128 * 2**20
-_ALIVE = 6
+_ALIVE = 12
 # Scratch memory of the retry after a CUDA out-of-memory error (the default is 2 GiB).
 _SMALL_CUDA_BUDGET = 1 << 27
 
@@ -550,7 +550,7 @@ class Pipeline:
         reduce (str | Callable | Mapping): per-layer reduction. Default: ``"auto"``.
         max_layers (int): cap on the default layers. Default: :data:`~lightning_ricci.capture.DEFAULT_MAX_LAYERS`.
         batch_size (int, optional): probe points per forward pass. Default: None: chosen by
-            :meth:`resolve` so that a batch's largest module output times 6 stays within
+            :meth:`resolve` so that a batch's largest module output times 12 stays within
             :data:`FORWARD_BUDGET_BYTES` (128 MB), between 8 and 256 (256 for MLPs).
         forward_fn (Callable, optional): ``forward_fn(model, inputs) -> output``. Default: None
             (:func:`default_forward`).
