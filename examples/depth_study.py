@@ -82,7 +82,7 @@ def run_one(name: str, depth: int, seed: int, cfg: dict[str, Any]) -> dict[str, 
         "n_probe": result.num_points,
         "curvature": curvature,
         "layer_names": list(result.layer_names),
-        "layer": [round(float(v), 5) for v in result.layer.tolist()],
+        "layer": [round(float(v), 5) for v in result.layer_coefficient.tolist()],
         "critical_layer": result.critical_layer,
         "local_mean": round(result.local_mean, 5),
     }

@@ -274,7 +274,7 @@ def measure(model: MLP, split: Split, ks_b: Sequence[int], k_h: int) -> dict[str
             "local_mean": _finite(r.local_mean),
             "local_negative_share": _finite(r.local_negative_share),
             "local_defined_share": float((~r.local.isnan()).double().mean()),
-            "layer": [_finite(float(v)) for v in r.layer],
+            "layer": [_finite(float(v)) for v in r.layer_coefficient],
         }
     record["hehl"] = hehl
     return record

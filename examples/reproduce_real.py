@@ -278,11 +278,6 @@ def _series(t: Tensor) -> list[float | None]:
     return [_f(float(v)) for v in t.tolist()]
 
 
-def _totals(r: Any) -> Tensor:
-    total = getattr(r, "total_curvature", None)  # renamed from ``curvature``
-    return total if isinstance(total, Tensor) else r.curvature
-
-
 def measure_b(layers: list[Tensor], ks: Sequence[int]) -> dict[str, Any]:
     out = {}
     for k in ks:
@@ -292,7 +287,7 @@ def measure_b(layers: list[Tensor], ks: Sequence[int]) -> dict[str, Any]:
             "coefficient_connected": _f(r.coefficient_connected),
             "excluded": bool(r.excluded),
             "disconnected_layers": int((r.num_components > 1).sum()),
-            "total_curvature": _series(_totals(r)),  # [input, h_1..h_L]
+            "total_curvature": _series(r.total_curvature),  # [input, h_1..h_L]
             "eta": _series(r.eta),  # transitions input->h_1, ..., h_{L-1}->h_L
         }
     return out
