@@ -41,6 +41,7 @@ from torch.utils.data import default_collate
 from typing_extensions import override
 
 from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, CaptureError, Reduce
+from lightning_ricci.carry import FLAGS, Carry, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
 from lightning_ricci.pipeline import (
@@ -49,7 +50,6 @@ from lightning_ricci.pipeline import (
     LayerSpec,
     Pipeline,
     Probe,
-    carry_forward,
     default_k,
     degenerate_message,
     expected_keys,
@@ -62,7 +62,6 @@ __all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
 
 #: Measurements projected (or last seen) to take longer than this announce themselves while they run.
 PROGRESS_SECONDS = 1.0
-_FLAGS = ("ricci/excluded", "ricci/failed", "ricci/carried")
 _TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
@@ -130,9 +129,12 @@ class RicciFlowMonitor(Callback):
     was replaced).
 
     **Failures and undefined values never win.** No logged value is ever NaN or Inf. A value that is
-    undefined or failed is replaced by the last valid value of the same key (before any, the upper end of
-    its range, see :func:`~lightning_ricci.pipeline.carry_forward`), so it is never an improvement for
-    ``EarlyStopping(mode="min")`` or ``ModelCheckpoint(mode="min")``; and for every ``EarlyStopping`` that
+    undefined or failed is replaced by the last valid value of the same key; before any, by the worst
+    value of its range for the direction it is judged in: the ``mode`` of the ``EarlyStopping`` /
+    ``ModelCheckpoint`` that monitors it (``"min"``: the top, ``"max"``: the bottom), else its natural
+    direction (lower is better for the coefficients, mixing and normalized cut; higher for modularity
+    and the curvature gap; see :mod:`lightning_ricci.carry`). So it is never an improvement for
+    ``EarlyStopping`` or ``ModelCheckpoint`` in either mode; and for every ``EarlyStopping`` that
     monitors a carried key the monitor holds its patience for that check (its ``wait_count`` does not
     grow), so a run of failed measurements never stops training by itself.
 
@@ -289,9 +291,7 @@ class RicciFlowMonitor(Callback):
         self.probe_indices: list[int] | None = None
         self.critical_layer: int | None = None
         self._module_layers: list[str] | None = None
-        self._last_valid: dict[str, float] = {}
-        self._logged_keys: list[str] = []
-        self._held: list[EarlyStopping] = []
+        self._carry = Carry()
         self._announce = False
         self._described = False
         self._unplotted_step: int | None = None
@@ -355,9 +355,7 @@ class RicciFlowMonitor(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for cb in self._held:  # a held check that did not run: give the patience back
-            cb.wait_count = max(cb.wait_count, 0)
-        self._held = []
+        self._carry.release()  # a held check that did not run: give the patience back
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -410,8 +408,7 @@ class RicciFlowMonitor(Callback):
             "history": [dict(entry) for entry in self.history],
             "probe_indices": None if self.probe_indices is None else list(self.probe_indices),
             "critical_layer": self.critical_layer,
-            "last_valid": dict(self._last_valid),
-            "logged_keys": list(self._logged_keys),
+            **self._carry.state_dict(),
         }
 
     @override
@@ -420,8 +417,7 @@ class RicciFlowMonitor(Callback):
         indices = state_dict.get("probe_indices")
         self.probe_indices = None if indices is None else [int(i) for i in indices]
         self.critical_layer = state_dict.get("critical_layer")
-        self._last_valid = dict(state_dict.get("last_valid", {}))
-        self._logged_keys = list(state_dict.get("logged_keys", []))
+        self._carry.load_state_dict(state_dict)
         if not self._probe_given:
             self._probe = None  # rebuilt from the restored indices at the next validation run
 
@@ -592,8 +588,14 @@ class RicciFlowMonitor(Callback):
     def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
         values: dict[str, float] = payload["values"]
         failed = payload["error"] is not None
-        measured = {k: v for k, v in values.items() if k not in _FLAGS}
-        logged, carried = carry_forward(measured, self._last_valid, self._expected_keys())
+        measured = {k: v for k, v in values.items() if k not in FLAGS}
+        labels = self._probe.labels if self._probe is not None else None
+        logged, carried = self._carry.step(
+            measured,
+            expected_keys(self.layer_names, labels is not None),
+            monitored_modes(trainer.callbacks, self.log_prefix),  # type: ignore[attr-defined]
+            int(torch.unique(labels).numel()) if labels is not None else None,
+        )
         logged["ricci/excluded"] = values.get("ricci/excluded", 1.0)
         logged["ricci/failed"] = float(failed)
         logged["ricci/carried"] = float(bool(carried))
@@ -626,11 +628,10 @@ class RicciFlowMonitor(Callback):
             )
         if trainer.sanity_checking:
             return
-        self._last_valid.update({k: v for k, v in measured.items() if math.isfinite(v)})
-        self._logged_keys = list(dict.fromkeys([*self._logged_keys, *logged]))
+        self._carry.commit(measured, logged)
         fitting = trainer.state.fn == TrainerFn.FITTING
-        if fitting and carried:
-            self._hold_patience(trainer, carried)
+        if fitting and carried:  # EarlyStopping on a carried key: its coming check must not count this one
+            self._carry.hold(trainer.callbacks, {self._key(k) for k in carried})  # type: ignore[attr-defined]
         step = _logged_step(trainer)
         extra = payload["extra"]
         self.history.append(
@@ -667,19 +668,6 @@ class RicciFlowMonitor(Callback):
             self._log_extras(trainer, self.last_result, step, fitting)
         if fitting:
             self._fit_measurements += 1
-
-    def _expected_keys(self) -> list[str]:
-        labels = self._probe is not None and self._probe.labels is not None
-        keys = expected_keys(self.layer_names, labels)
-        return list(dict.fromkeys([*keys, *(k for k in self._logged_keys if k not in _FLAGS)]))
-
-    def _hold_patience(self, trainer: Trainer, carried: set[str]) -> None:
-        """EarlyStopping on a carried key: its coming check must not count this measurement."""
-        keys = {self._key(k) for k in carried}
-        for cb in trainer.callbacks:  # type: ignore[attr-defined]
-            if isinstance(cb, EarlyStopping) and cb.monitor in keys:
-                cb.wait_count -= 1  # the check adds it back: the carried value is never an improvement
-                self._held.append(cb)
 
     # ------------------------------------------------------------------ histograms and figures
 

@@ -82,7 +82,6 @@ __all__ = [
     "Cost",
     "Pipeline",
     "Probe",
-    "carry_forward",
     "default_k",
     "degenerate_message",
     "eager",
@@ -867,18 +866,6 @@ def _rows_of_graph(probe: Probe) -> int:
 
 # --------------------------------------------------------------------------- scalars
 
-#: Keys whose values lie in a known range, with its upper end: the placeholder before a first valid value.
-_BOUNDED_WORST = {
-    "ricci/coefficient": 1.0,
-    "ricci/local_mean": 1.0,
-    "ricci/local_negative_share": 1.0,
-    "ricci/class/modularity": 1.0,
-    "ricci/class/normalized_cut": 1.0,
-    "ricci/class/mixing": 1.0,
-}
-#: The placeholder of unbounded keys before a first valid value: the largest float32 (finite, so that
-#: ``EarlyStopping(check_finite=True)`` does not stop on it, and never an improvement for ``mode="min"``).
-UNBOUNDED_WORST = float(torch.finfo(torch.float32).max)
 _CLASS_FIELDS = (
     ("modularity", "class_modularity"),
     ("normalized_cut", "class_normalized_cut"),
@@ -909,7 +896,7 @@ def _field(result: RicciFlowResult, new: str, old: str) -> Tensor:
 def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, float]:
     """The logged numbers of one result, keyed as the monitor logs them (without its ``log_prefix``).
 
-    Undefined values are NaN here (the monitor replaces them, see :func:`carry_forward`):
+    Undefined values are NaN here (the monitor replaces them, see :mod:`lightning_ricci.carry`):
 
     * ``ricci/coefficient``: the convention's coefficient; where the paper's rule leaves it undefined,
       the coefficient over pairs connected in both layers (``coefficient_connected``); NaN if that is
@@ -983,47 +970,3 @@ def expected_keys(layer_names: Sequence[str], labels: bool) -> list[str]:
         for field in CLASS_FIELDS:
             keys += [f"ricci/class/{field}", *(f"ricci/class/{field}/{name}" for name in layer_names)]
     return keys
-
-
-def worst_value(key: str) -> float:
-    """The placeholder of ``key`` before it had a valid value: the upper end of its range where it has
-    one (1.0 for coefficients, shares and the class-structure scores), else the largest float32.
-
-    >>> worst_value("ricci/coefficient"), worst_value("ricci/curvature/input") > 1e38
-    (1.0, True)
-    """
-    return _BOUNDED_WORST.get(key, UNBOUNDED_WORST)
-
-
-def carry_forward(
-    values: Mapping[str, float], last_valid: Mapping[str, float], keys: Sequence[str] = ()
-) -> tuple[dict[str, float], set[str]]:
-    """Replace undefined values: a failed or undefined measurement never wins and never stops training.
-
-    Every key of ``values`` (and of ``keys``, the ones logged before, so none disappears when a
-    measurement fails) whose value is not finite gets the last finite value of that key from
-    ``last_valid``, or :func:`worst_value` if it never had one. A carried value equals an earlier one, so
-    it is never an improvement for ``EarlyStopping`` / ``ModelCheckpoint`` in ``mode="min"``; it is finite,
-    so ``check_finite`` does not stop training either.
-
-    Args:
-        values (Mapping[str, float]): this measurement's values (from :func:`scalars`; empty on failure).
-        last_valid (Mapping[str, float]): the last finite value of every key.
-        keys (Sequence[str], optional): further keys to log. Default: ``()``.
-
-    Returns:
-        tuple[dict[str, float], set[str]]: the values to log, and the keys that were carried.
-
-    >>> carry_forward({"ricci/coefficient": float("nan"), "ricci/excluded": 1.0}, {"ricci/coefficient": -0.4})
-    ({'ricci/coefficient': -0.4, 'ricci/excluded': 1.0}, {'ricci/coefficient'})
-    """
-    logged: dict[str, float] = {}
-    carried: set[str] = set()
-    for key in [*values, *(k for k in keys if k not in values)]:
-        value = values.get(key, math.nan)
-        if math.isfinite(value):
-            logged[key] = value
-        else:
-            logged[key] = last_valid.get(key, worst_value(key))
-            carried.add(key)
-    return logged, carried

@@ -869,3 +869,71 @@ def test_progress_line_cost_guard_and_prefixed_summary(
     assert caplog.text.count("RicciFlowMonitor(log_prefix='a/'): measuring 96 probe points on 5 layers") == 2
     assert "RicciFlowMonitor(log_prefix='a/'): 2 measurements of 96 probe points took" in caplog.text
     assert "5 layers (rule: activations): input [flatten, 2], net.1 [flatten, 16]" in caplog.text
+
+
+class NaNFirst(TinyNet):
+    """Weights are NaN at the first validation run only (set after the first training epoch, restored at
+    the start of the second), so the first measurement fails and the later ones are valid."""
+
+    def on_validation_epoch_start(self) -> None:
+        if self.current_epoch == 0 and not self.trainer.sanity_checking:
+            self.saved = {k: v.clone() for k, v in self.state_dict().items()}
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    parameter.fill_(float("nan"))
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == 1:
+            self.load_state_dict(self.saved)
+
+
+class Recorder(Callback):
+    def __init__(self, key: str) -> None:
+        self.key, self.values = key, []  # type: tuple[str, list[float]]
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.values.append(trainer.callback_metrics[self.key].item())
+
+
+@pytest.mark.parametrize("prefix", ["", "p/"])
+def test_failed_first_measurement_never_wins_under_mode_max(tmp_path: Path, prefix: str) -> None:
+    key = f"{prefix}ricci/class/modularity"
+    monitor = RicciFlowMonitor(probe=circles(64, 3), layers=HIDDEN, k=5, log_prefix=prefix)
+    recorder = Recorder(key)
+    early = EarlyStopping(monitor=key, mode="max", min_delta=0.01, patience=5, check_finite=True)
+    best = ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), monitor=key, mode="max", filename="{epoch}", save_top_k=1
+    )
+    trainer = make_trainer(
+        tmp_path,
+        [monitor, recorder, early, best],
+        max_epochs=6,
+        enable_checkpointing=True,
+        limit_train_batches=8,
+    )
+    with pytest.warns(UserWarning, match="a measurement failed"):
+        trainer.fit(NaNFirst())
+    assert [h["failed"] for h in monitor.history] == [True, False, False, False, False, False]
+    assert recorder.values[0] == -0.5  # the bottom of modularity's range: the worst for mode="max"
+    valid = recorder.values[1:]
+    assert all(-0.5 < v <= 1.0 for v in valid)
+    # Later valid epochs improve on the placeholder: the best checkpoint is the first argmax of the
+    # valid epochs, never the failed epoch 0.
+    assert best.best_model_score is not None and best.best_model_score.item() == pytest.approx(max(valid))
+    assert Path(best.best_model_path).name == f"epoch={1 + valid.index(max(valid))}.ckpt"
+    # EarlyStopping's best moved off the placeholder: within min_delta of the best valid value.
+    assert max(valid) - 0.01 <= early.best_score.item() <= max(valid)
+
+
+def test_unmonitored_keys_get_their_natural_placeholder(tmp_path: Path) -> None:
+    monitor = RicciFlowMonitor(probe=circles(64, 3), layers=HIDDEN, k=5)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
+    with pytest.warns(UserWarning, match="a measurement failed"):
+        trainer.fit(NaNFirst())
+    metrics = trainer.callback_metrics
+    assert metrics["ricci/coefficient"].item() == 1.0  # lower is better: the top
+    assert metrics["ricci/class/mixing"].item() == 1.0
+    assert metrics["ricci/class/normalized_cut"].item() == 1.0  # two classes: [0, 1]
+    assert metrics["ricci/class/modularity"].item() == -0.5  # higher is better: the bottom
+    assert metrics["ricci/class/modularity/net.3"].item() == -0.5

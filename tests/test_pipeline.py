@@ -1,4 +1,4 @@
-"""The measurement pipeline: probes, output selectors, reductions, default layers, scalars, carry-forward."""
+"""The measurement pipeline: probes, output selectors, reductions, default layers, scalars."""
 
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from lightning_ricci.capture import (
 )
 from lightning_ricci.pipeline import (
     Pipeline,
-    carry_forward,
     degenerate_message,
     make_probe,
     scalars,
-    worst_value,
 )
 
 
@@ -253,23 +251,6 @@ def test_scalars_against_the_result_fields() -> None:
     assert values["ricci/coefficient"] == pytest.approx(expected, nan_ok=True)
     with pytest.raises(ValueError, match=r"`layer_names` must name the 5 layers \(got 2\)"):
         scalars(result, names[:2])
-
-
-def test_carry_forward_replaces_only_undefined_values() -> None:
-    nan = math.nan
-    logged, carried = carry_forward(
-        {"ricci/coefficient": nan, "ricci/local_mean": -0.2, "ricci/curvature/x": nan},
-        {"ricci/coefficient": -0.5, "ricci/local_mean": -0.9},
-        keys=["ricci/geodesic_sum/x"],
-    )
-    assert logged == {
-        "ricci/coefficient": -0.5,
-        "ricci/local_mean": -0.2,
-        "ricci/curvature/x": worst_value("ricci/curvature/x"),
-        "ricci/geodesic_sum/x": worst_value("ricci/geodesic_sum/x"),
-    }
-    assert carried == {"ricci/coefficient", "ricci/curvature/x", "ricci/geodesic_sum/x"}
-    assert worst_value("ricci/class/mixing") == 1.0 and math.isfinite(worst_value("ricci/curvature/x"))
 
 
 def test_degenerate_layer_counts() -> None:
