@@ -18,8 +18,10 @@ Example:
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning_ricci import RicciFlowMonitor
 
-    trainer = Trainer(callbacks=[RicciFlowMonitor(),
-                                 EarlyStopping(monitor="ricci/coefficient", mode="min", patience=3)])
+    trainer = Trainer(callbacks=[
+        RicciFlowMonitor(),  # the probe's labels give the ricci/class/* keys
+        EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5),
+    ])
 """
 
 from __future__ import annotations
@@ -137,6 +139,17 @@ class RicciFlowMonitor(Callback):
     ``EarlyStopping`` or ``ModelCheckpoint`` in either mode; and for every ``EarlyStopping`` that
     monitors a carried key the monitor holds its patience for that check (its ``wait_count`` does not
     grow), so a run of failed measurements never stops training by itself.
+
+    **Early stopping.** With labels in the probe, the rule the early-stopping study supports
+    (``examples/early_stopping_study.py``, ``docs/studies/early_stopping.json``) is
+    ``EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5)``. Against
+    ``EarlyStopping(monitor="val_loss", patience=5)`` (4 seeds) it saved 10.5 epochs on circles, 10.0 / 8.0
+    on MNIST 1v7 / 6v9 and 3.2 on Fashion-MNIST 5v9, losing at most 0.1 pp of test accuracy. It fails where
+    accuracy keeps rising after the class structure stalls: on four_discs it stopped at epoch ~5 at the
+    majority-class accuracy, 9.2 pp below validation loss. No key of the monitor, Ricci or class
+    structure, matched validation loss's accuracy on every data set; ``ricci/coefficient`` and
+    ``ricci/local_mean`` lost up to 0.9 pp on the real data. Keep the weights at the stop epoch: the best
+    checkpoint by the same key is an early epoch.
 
     **Extras.** Through :mod:`lightning_ricci.sinks` (TensorBoard, W&B, MLflow; nothing for CSV), at the
     same step as the scalars of the measurement (``history[i]["global_step"]`` is that step): histograms
