@@ -22,14 +22,14 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
 
 from lightning_ricci.capture import DEFAULT_MAX_LAYERS, Reduce
 from lightning_ricci.geometry.knn import KnnBackend
-from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
+from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.io import load_activations
 from lightning_ricci.pipeline import (
     INPUT_LAYER,
@@ -72,11 +72,55 @@ class AnalysisResult(RicciFlowResult):
     layer_rule: str = ""
 
 
+@overload
+def analyze(
+    model: nn.Module,
+    probe: Any,
+    layers: LayerSpec = ...,
+    k: int | None = ...,
+    *,
+    convention: Convention = ...,
+    curvature: CurvatureKind = ...,
+    batch_size: int | None = ...,
+    knn_backend: KnnBackend = ...,
+    memory_budget: int | None = ...,
+    reduce: Reduce | Mapping[str, Reduce] = ...,
+    max_layers: int = ...,
+    forward_fn: ForwardFn | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
+    batch_to_input: Callable[[Any], Any] | None = ...,
+    node_mask: str | None = ...,
+) -> AnalysisResult: ...
+
+
+@overload
+def analyze(
+    model: nn.Module,
+    probe: Any,
+    layers: LayerSpec = ...,
+    k: Sequence[int] = ...,
+    *,
+    convention: Convention = ...,
+    curvature: CurvatureKind = ...,
+    batch_size: int | None = ...,
+    knn_backend: KnnBackend = ...,
+    memory_budget: int | None = ...,
+    reduce: Reduce | Mapping[str, Reduce] = ...,
+    max_layers: int = ...,
+    forward_fn: ForwardFn | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
+    batch_to_input: Callable[[Any], Any] | None = ...,
+    node_mask: str | None = ...,
+) -> RicciFlowScan: ...
+
+
 def analyze(
     model: nn.Module,
     probe: Any,
     layers: LayerSpec = None,
-    k: int | None = None,
+    k: int | Sequence[int] | None = None,
     *,
     convention: Convention = "baptista",
     curvature: CurvatureKind = "forman",
@@ -90,7 +134,7 @@ def analyze(
     label_key: str | None = None,
     batch_to_input: Callable[[Any], Any] | None = None,
     node_mask: str | None = "val_mask",
-) -> AnalysisResult:
+) -> AnalysisResult | RicciFlowScan:
     """Ricci-flow diagnostics of any ``nn.Module`` on a probe set, without Lightning.
 
     The probe is passed through ``model`` once, exactly as :class:`~lightning_ricci.RicciFlowMonitor`
@@ -110,7 +154,8 @@ def analyze(
             element of a tuple or dict output), module classes, or a predicate ``(name, module) -> bool``;
             classes and predicates are ordered by the forward pass. Default: None (the default rules of
             :mod:`lightning_ricci.capture`: blocks, else activation modules, else the children that run).
-        k (int, optional): neighbours per point, ``1 <= k < N``. Default: None (:func:`default_k` of N).
+        k (int | Sequence[int], optional): neighbours per point, ``1 <= k < N``; a list of distinct values
+            scans k in one ``ricci_flow`` call. Default: None (:func:`default_k` of N).
         convention (str): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
         curvature (str): ``"forman"``, ``"augmented_forman"`` or ``"approx_ollivier"``. Default: ``"forman"``.
         batch_size (int, optional): probe points per forward pass. Default: None (chosen from the
@@ -127,8 +172,9 @@ def analyze(
         node_mask (str, optional): a graph's boolean attribute of probe nodes. Default: ``"val_mask"``.
 
     Returns:
-        AnalysisResult: the :class:`~lightning_ricci.RicciFlowResult` with ``layer_names``,
-        ``reductions`` and ``layer_rule``.
+        AnalysisResult | RicciFlowScan: the :class:`~lightning_ricci.RicciFlowResult` with ``layer_names``,
+        ``reductions`` and ``layer_rule``; with a list ``k``, a :class:`~lightning_ricci.RicciFlowScan`
+        whose ``results`` are such results, one per k.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -158,8 +204,7 @@ def analyze(
     data = make_probe(
         probe, input_key=input_key, label_key=label_key, batch_to_input=batch_to_input, node_mask=node_mask
     )
-    if k is not None and k >= data.num_points:
-        raise ValueError(f"`k` must be smaller than the number of probe points {data.num_points} (got {k})")
+    pipeline.check_points(data.num_points, "the number of probe points")
     device = _model_device(model)
     names, _, _ = pipeline.resolve(model, data, prepare=lambda batch: _to(batch, device))
     if len(names) < 2:
@@ -171,14 +216,20 @@ def analyze(
     if message is not None:
         warnings.warn(f"analyze: {message}", UserWarning, stacklevel=2)
     captured = pipeline.capture(model, data, names, prepare=lambda batch: _to(batch, device))
-    result = pipeline.compute(captured)
-    values = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
-    return AnalysisResult(
-        **values,
-        layer_names=tuple(captured.names),
-        reductions=tuple(captured.reductions[name] for name in captured.names),
-        layer_rule=pipeline.rule or "",
-    )
+    measured = pipeline.compute(captured)
+
+    def named(result: RicciFlowResult) -> AnalysisResult:
+        values = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
+        return AnalysisResult(
+            **values,
+            layer_names=tuple(captured.names),
+            reductions=tuple(captured.reductions[name] for name in captured.names),
+            layer_rule=pipeline.rule or "",
+        )
+
+    if isinstance(measured, RicciFlowScan):
+        return RicciFlowScan.from_results(measured.ks, [named(r) for r in measured.results])
+    return named(measured)
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -205,7 +256,7 @@ def _to(batch: Any, device: torch.device | None) -> Any:
 
 def _as_curve(value: Any, where: str) -> Tensor:
     if isinstance(value, RicciFlowResult):
-        return value.layer.detach().double().cpu()
+        return value.layer_coefficient.detach().double().cpu()
     if isinstance(value, Tensor):
         if value.dim() != 1 or not (value.is_floating_point() or value.numel() == 0):
             raise ValueError(

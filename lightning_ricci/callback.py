@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,16 +45,18 @@ from typing_extensions import override
 from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, CaptureError, Reduce
 from lightning_ricci.carry import FLAGS, Carry, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
-from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
+from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.pipeline import (
     INPUT_LAYER,
     ForwardFn,
     LayerSpec,
+    Measurement,
     Pipeline,
     Probe,
     default_k,
     degenerate_message,
     expected_keys,
+    first_result,
     make_probe,
     probe_from_dataset,
     scalars,
@@ -163,7 +165,11 @@ class RicciFlowMonitor(Callback):
         layers (Sequence[str] | type | tuple[type, ...] | Callable, optional): module names
             (``"name:i"``: the i-th call; ``"name[0]"`` / ``"name[key]"``: an element of a tuple/dict output),
             classes or a predicate ``(name, module) -> bool``. Default: None (the default rules).
-        k (int, optional): neighbours per point. Default: None (:func:`default_k` of N: 50 at N = 1000).
+        k (int | Sequence[int], optional): neighbours per point. A list (``k=[10, 30, 50]``: non-empty,
+            distinct ints >= 1) scans k in one ``ricci_flow`` call: the first k's result is logged under
+            the usual keys, plus ``ricci/k/{k}/coefficient`` per k, ``ricci/k/spread`` and
+            ``ricci/k/sign_agreement`` (carried and flagged like the others). Default: None
+            (:func:`default_k` of N: 50 at N = 1000).
         convention (str, optional): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
         curvature (str, optional): edge curvature of the local and layer coefficients. Default: ``"forman"``.
         num_samples (int, optional): size of the default probe. Default: 1000.
@@ -192,7 +198,9 @@ class RicciFlowMonitor(Callback):
             Default: ``"val_mask"``.
 
     Attributes:
-        last_result (RicciFlowResult | None): the latest result (global rank 0 only).
+        last_result (RicciFlowResult | None): the latest result (global rank 0 only; with ``k=[...]``
+            the first k's).
+        last_scan (RicciFlowScan | None): with ``k=[...]``, the latest scan (global rank 0 only).
         layer_names (list[str]): the L layer names, ``"input"`` first.
         reductions (dict[str, str]): layer name -> reduction applied.
         layer_rule (str): ``"blocks"``, ``"activations"``, ``"children"``, ``"names"`` or ``"selected"``.
@@ -229,7 +237,7 @@ class RicciFlowMonitor(Callback):
         self,
         probe: Any = None,
         layers: LayerSpec = None,
-        k: int | None = None,
+        k: int | Sequence[int] | None = None,
         *,
         convention: Convention = "baptista",
         curvature: CurvatureKind = "forman",
@@ -285,18 +293,24 @@ class RicciFlowMonitor(Callback):
         if probe is not None:
             self._probe = make_probe(probe, **self._probe_options)
         points = self._probe.num_points if self._probe is not None else None
-        if k is not None and points is not None and k >= points:
-            raise ValueError(f"`k` must be smaller than the number of probe points {points} (got {k})")
-        if k is not None and points is None and k >= num_samples:
-            raise ValueError(f"`k` must be smaller than `num_samples` {num_samples} (got {k})")
+        if points is not None:
+            self.pipeline.check_points(points, "the number of probe points")
+        else:
+            self.pipeline.check_points(num_samples, "`num_samples`")
 
-        self.k, self.convention, self.curvature, self.knn_backend = k, convention, curvature, knn_backend
+        self.k, self.convention, self.curvature, self.knn_backend = (
+            self.pipeline.k,
+            convention,
+            curvature,
+            knn_backend,
+        )
         self.num_samples, self.seed, self.every_n_epochs = num_samples, seed, every_n_epochs
         self.run_on_sanity_check, self.strict, self.log_prefix = run_on_sanity_check, strict, log_prefix
         self.batch_size, self.log_histograms = batch_size, log_histograms
         self.log_figures = int(log_figures)  # measurements between figures; 0: none
 
         self.last_result: RicciFlowResult | None = None
+        self.last_scan: RicciFlowScan | None = None
         self.layer_names: list[str] = []
         self.reductions: dict[str, str] = {}
         self.layer_rule = ""
@@ -469,8 +483,7 @@ class RicciFlowMonitor(Callback):
         if self._probe is None:
             self._probe = self._probe_from_data(trainer, stage)
         points = self._probe.num_points
-        if self.k is not None and self.k >= points:
-            raise ValueError(f"`k` must be smaller than the number of probe points {points} (got {self.k})")
+        self.pipeline.check_points(points, "the number of probe points")
         if self._module_layers is not None:
             return
         if self._probe_given and any(is_overridden(name, pl_module) for name in _TRANSFER_HOOKS):
@@ -550,7 +563,7 @@ class RicciFlowMonitor(Callback):
             error = err
         payload: dict[str, Any] | None = None
         if trainer.is_global_zero:
-            result = None
+            result: Measurement | None = None
             if captured is not None:
                 try:
                     result = self.pipeline.compute(captured, warn=self._warn)
@@ -558,7 +571,9 @@ class RicciFlowMonitor(Callback):
                     error = err
             payload = self._payload(result, captured, error)
             payload["seconds"] = time.perf_counter() - start
-            self.last_result = result if result is not None else self.last_result
+            if result is not None:
+                self.last_result = first_result(result)
+                self.last_scan = result if isinstance(result, RicciFlowScan) else None
         payload = trainer.strategy.broadcast(payload, src=0)
         assert payload is not None
         if payload["error"] is not None:
@@ -576,12 +591,13 @@ class RicciFlowMonitor(Callback):
         self._announce = self._announce or payload["seconds"] > PROGRESS_SECONDS
 
     def _payload(
-        self, result: RicciFlowResult | None, captured: Any, error: BaseException | None
+        self, measurement: Measurement | None, captured: Any, error: BaseException | None
     ) -> dict[str, Any]:
-        if result is None:
+        if measurement is None:
             return {"values": {}, "error": f"{type(error).__name__}: {error}", "reductions": {}, "extra": {}}
         if captured is not None:
             self.reductions = dict(captured.reductions)
+        result = first_result(measurement)
         layer = getattr(result, "layer_coefficient", None)
         if not isinstance(layer, torch.Tensor):
             layer = result.__dict__.get("layer")
@@ -591,7 +607,7 @@ class RicciFlowMonitor(Callback):
             "layer": layer.detach().cpu().tolist() if isinstance(layer, torch.Tensor) else [],
         }
         return {
-            "values": scalars(result, self.layer_names),
+            "values": scalars(measurement, self.layer_names),
             "error": None,
             "reductions": self.reductions,
             "extra": extra,
@@ -605,7 +621,7 @@ class RicciFlowMonitor(Callback):
         labels = self._probe.labels if self._probe is not None else None
         logged, carried = self._carry.step(
             measured,
-            expected_keys(self.layer_names, labels is not None),
+            expected_keys(self.layer_names, labels is not None, self._ks()),
             monitored_modes(trainer.callbacks, self.log_prefix),  # type: ignore[attr-defined]
             int(torch.unique(labels).numel()) if labels is not None else None,
         )
@@ -681,6 +697,9 @@ class RicciFlowMonitor(Callback):
             self._log_extras(trainer, self.last_result, step, fitting)
         if fitting:
             self._fit_measurements += 1
+
+    def _ks(self) -> list[int] | None:
+        return self.pipeline.k if isinstance(self.pipeline.k, list) else None
 
     # ------------------------------------------------------------------ histograms and figures
 

@@ -25,7 +25,8 @@ give the same numbers on the same model and probe by construction. The steps:
 4. **Reduce**: each layer's output becomes [N, D_l] by ``reduce`` (see :mod:`lightning_ricci.capture`),
    batch by batch into one buffer per layer. If any layer is float64 all are promoted to float64, else
    all are float32.
-5. **Geometry**: ``ricci_flow(layers, k, ...)`` with ``k`` = :func:`default_k` of N unless given.
+5. **Geometry**: ``ricci_flow(layers, k, ...)`` with ``k`` = :func:`default_k` of N unless given;
+   ``k=[...]`` scans k in one call (a :class:`~lightning_ricci.RicciFlowScan`).
    Out of memory on CUDA: a retry on the GPU with 1/16 of the scratch memory (same result, slower),
    then the CPU; each warned once.
 6. **Scalars**: :func:`scalars` turns the result into the logged keys.
@@ -69,7 +70,7 @@ from lightning_ricci.geometry._checks import check_choice
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
 from lightning_ricci.geometry.flow import CONVENTIONS
 from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend
-from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult
+from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 
 __all__ = [
     "ACTIVATION_BUDGET_MB",
@@ -80,13 +81,16 @@ __all__ = [
     "TIME_BUDGET_S",
     "Captured",
     "Cost",
+    "Measurement",
     "Pipeline",
     "Probe",
     "default_k",
     "degenerate_message",
     "eager",
     "eval_mode",
+    "check_k",
     "expected_keys",
+    "first_result",
     "is_graph",
     "make_probe",
     "probe_from_dataset",
@@ -119,6 +123,8 @@ LayerSpec = (
     Sequence[str] | type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool] | None
 )
 ForwardFn = Callable[[nn.Module, Any], Any]
+#: What one measurement gives: a result, or a scan over several k (``k=[...]``).
+Measurement = RicciFlowResult | RicciFlowScan
 
 
 def default_k(num_points: int) -> int:
@@ -180,6 +186,48 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_k(k: Any) -> int | list[int] | None:
+    """Validate ``k``: None, an int >= 1, or a non-empty sequence of distinct ints >= 1 (a k scan).
+
+    Args:
+        k (Any): the value to check.
+
+    Returns:
+        int | list[int] | None: ``k`` (a sequence as a list).
+
+    Raises:
+        TypeError: a sequence holding something other than ints (bools included).
+        ValueError: an int below 1, an empty sequence, a value below 1 or a repeated value.
+
+    >>> check_k(None), check_k(5), check_k((10, 30, 50))
+    (None, 5, [10, 30, 50])
+    """
+    if k is None or _is_int(k):
+        if k is not None and k < 1:
+            raise ValueError(f"`k` must be a positive int or None (got {k!r})")
+        return cast("int | None", k)
+    if not isinstance(k, Sequence) or isinstance(k, (str, bytes)):
+        raise ValueError(f"`k` must be a positive int, a list of them or None (got {k!r})")
+    values = list(k)
+    if not values:
+        raise ValueError("`k` must hold at least one value (got an empty sequence)")
+    wrong = [v for v in values if not _is_int(v)]
+    if wrong:
+        raise TypeError(
+            f"`k` must hold ints (got {wrong[0]!r} of type {type(wrong[0]).__name__} in {values})"
+        )
+    if min(values) < 1:
+        raise ValueError(f"`k` must hold ints >= 1 (got {values})")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`k` must hold distinct values (got {values})")
+    return cast("list[int]", values)
+
+
+def first_result(measurement: Measurement) -> RicciFlowResult:
+    """The result of a measurement, or of a scan's first k (the one logged under the usual keys)."""
+    return measurement.results[0] if isinstance(measurement, RicciFlowScan) else measurement
 
 
 def is_graph(obj: Any) -> bool:
@@ -541,7 +589,8 @@ class Pipeline:
     Args:
         layers: module names (``"name:i"``, ``"name[key]"`` allowed), module classes, a predicate
             ``(name, module) -> bool``, or None for the default rules. Default: None.
-        k (int, optional): neighbours per point. Default: None (:func:`default_k` of N).
+        k (int | Sequence[int], optional): neighbours per point; a list scans k (one ``ricci_flow`` call
+            returning a :class:`~lightning_ricci.RicciFlowScan`). Default: None (:func:`default_k` of N).
         convention (str): ``"baptista"`` or ``"hehl"``. Default: ``"baptista"``.
         curvature (str): edge curvature of the local and layer coefficients. Default: ``"forman"``.
         knn_backend (str): passed to ``ricci_flow``. Default: ``"auto"``.
@@ -567,7 +616,7 @@ class Pipeline:
     def __init__(
         self,
         layers: LayerSpec = None,
-        k: int | None = None,
+        k: int | Sequence[int] | None = None,
         *,
         convention: Convention = "baptista",
         curvature: CurvatureKind = "forman",
@@ -579,8 +628,7 @@ class Pipeline:
         forward_fn: ForwardFn | None = None,
     ) -> None:
         self.layers = check_layer_spec(layers)
-        if k is not None and (not _is_int(k) or k < 1):
-            raise ValueError(f"`k` must be a positive int or None (got {k!r})")
+        checked_k = check_k(k)
         check_choice("convention", convention, CONVENTIONS)
         check_choice("curvature", curvature, EDGE_CURVATURES)
         check_choice("knn_backend", knn_backend, KNN_BACKENDS)
@@ -590,7 +638,7 @@ class Pipeline:
                 raise ValueError(f"`{name}` must be an int >= 1 (got {value!r})")
         if forward_fn is not None and not callable(forward_fn):
             raise TypeError(f"`forward_fn` must be callable (got {type(forward_fn).__name__})")
-        self.k = k
+        self.k = checked_k
         self.convention: Convention = convention
         self.curvature: CurvatureKind = curvature
         self.knn_backend: KnnBackend = knn_backend
@@ -751,11 +799,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ geometry
 
-    def k_for(self, num_points: int) -> int:
-        """The k of a measurement on ``num_points`` points."""
+    def k_for(self, num_points: int) -> int | list[int]:
+        """The k (a list: the scan) of a measurement on ``num_points`` points."""
         return self.k if self.k is not None else default_k(num_points)
 
-    def compute(self, captured: Captured, warn: Callable[[str, str], None] | None = None) -> RicciFlowResult:
+    def check_points(self, num_points: int, what: str) -> None:
+        """Raise a ``ValueError`` naming ``k`` if a given k is not below ``num_points`` (``what`` names N)."""
+        if self.k is None:
+            return
+        largest = max(self.k) if isinstance(self.k, list) else self.k
+        if largest >= num_points:
+            raise ValueError(f"`k` must be smaller than {what} {num_points} (got {self.k})")
+
+    def compute(self, captured: Captured, warn: Callable[[str, str], None] | None = None) -> Measurement:
         """``ricci_flow`` on the captured layers, with the out-of-memory policy of the module docstring.
 
         Args:
@@ -806,7 +862,7 @@ class Pipeline:
             kwargs["labels"] = kwargs["labels"].cpu()
         return ricci_flow([t.cpu() for t in layers], k, memory_budget=self.memory_budget, **kwargs)
 
-    def measure(self, model: nn.Module, probe: Probe) -> tuple[RicciFlowResult, Captured]:
+    def measure(self, model: nn.Module, probe: Probe) -> tuple[Measurement, Captured]:
         """Resolve the layers, capture and compute in one go (what :func:`~lightning_ricci.analyze` does)."""
         names, _, _ = self.resolve(model, probe)
         captured = self.capture(model, probe, names)
@@ -893,7 +949,7 @@ def _field(result: RicciFlowResult, new: str, old: str) -> Tensor:
     return cast(Tensor, getattr(result, new if new in names else old))
 
 
-def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, float]:
+def scalars(result: Measurement, layer_names: Sequence[str]) -> dict[str, float]:
     """The logged numbers of one result, keyed as the monitor logs them (without its ``log_prefix``).
 
     Undefined values are NaN here (the monitor replaces them, see :mod:`lightning_ricci.carry`):
@@ -909,9 +965,12 @@ def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, fl
       summed hop distances of connected pairs.
     * with labels: ``ricci/class/{modularity,normalized_cut,mixing,curvature_gap}`` of the last layer and
       ``ricci/class/{field}/{layer}`` for every layer.
+    * a :class:`~lightning_ricci.RicciFlowScan` (``k=[...]``): the keys above of its first k's result,
+      plus ``ricci/k/{k}/coefficient`` for every k (the scan's ``coefficients``: the paper's value, else
+      the connected-pairs one), ``ricci/k/spread`` and ``ricci/k/sign_agreement``.
 
     Args:
-        result (RicciFlowResult): the result.
+        result (RicciFlowResult | RicciFlowScan): the result, or a scan over k.
         layer_names (Sequence[str]): the L layer names.
 
     Returns:
@@ -926,7 +985,16 @@ def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, fl
     >>> keys = scalars(ricci_flow(layers, 4), ["input", "a", "b", "c"])
     >>> sorted(keys)[:3], "ricci/curvature/b" in keys
     (['ricci/coefficient', 'ricci/critical_layer', 'ricci/curvature/a'], True)
+    >>> sorted(k for k in scalars(ricci_flow(layers, [4, 8]), ["input", "a", "b", "c"]) if "/k/" in k)
+    ['ricci/k/4/coefficient', 'ricci/k/8/coefficient', 'ricci/k/sign_agreement', 'ricci/k/spread']
     """
+    if isinstance(result, RicciFlowScan):
+        keyed = scalars(result.results[0], layer_names)
+        for k, value in zip(result.ks, result.coefficients.tolist()):
+            keyed[f"ricci/k/{k}/coefficient"] = float(value)
+        keyed["ricci/k/spread"] = float(result.spread)
+        keyed["ricci/k/sign_agreement"] = float(result.sign_agreement)
+        return keyed
     total = _field(result, "total_curvature", "curvature")
     if len(layer_names) != total.numel():
         raise ValueError(f"`layer_names` must name the {total.numel()} layers (got {len(layer_names)})")
@@ -957,9 +1025,9 @@ def scalars(result: RicciFlowResult, layer_names: Sequence[str]) -> dict[str, fl
     return out
 
 
-def expected_keys(layer_names: Sequence[str], labels: bool) -> list[str]:
-    """The keys of :func:`scalars` for these layers (with ``labels``: the class keys too), also logged
-    when a measurement fails.
+def expected_keys(layer_names: Sequence[str], labels: bool, ks: Sequence[int] | None = None) -> list[str]:
+    """The keys of :func:`scalars` for these layers (with ``labels``: the class keys too; with ``ks``, a
+    k scan: the per-k keys), also logged when a measurement fails.
 
     >>> expected_keys(["input", "h"], labels=False)[-2:]
     ['ricci/geodesic_sum/input', 'ricci/geodesic_sum/h']
@@ -969,4 +1037,6 @@ def expected_keys(layer_names: Sequence[str], labels: bool) -> list[str]:
     if labels and takes_labels():
         for field in CLASS_FIELDS:
             keys += [f"ricci/class/{field}", *(f"ricci/class/{field}/{name}" for name in layer_names)]
+    if ks is not None:
+        keys += [*(f"ricci/k/{k}/coefficient" for k in ks), "ricci/k/spread", "ricci/k/sign_agreement"]
     return keys

@@ -217,3 +217,20 @@ def test_critical_depth_errors() -> None:
         TypeError, match=r"`layer_coefficients` must be a RicciFlowResult, a tensor .* \(got int\)"
     ):
         critical_depth(3)  # type: ignore[arg-type]
+
+
+def test_analyze_k_scan_equals_single_k_calls() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
+    x = torch.randn(60, 2)
+    scan = analyze(net, x, k=[8, 4], convention="hehl")
+    assert scan.ks == [8, 4] and [r.k for r in scan.results] == [8, 4]
+    for result, k in zip(scan.results, [8, 4]):
+        single = analyze(net, x, k=k, convention="hehl")
+        assert isinstance(result, AnalysisResult) and result.layer_names == single.layer_names
+        torch.testing.assert_close(result.total_curvature, single.total_curvature)
+        assert result.coefficient == pytest.approx(single.coefficient, nan_ok=True)
+    with pytest.raises(ValueError, match=r"`k` must be smaller than the number of probe points 60"):
+        analyze(net, x, k=[4, 60])
+    with pytest.raises(ValueError, match=r"`k` must hold distinct values"):
+        analyze(net, x, k=[4, 4])

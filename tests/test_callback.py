@@ -377,6 +377,12 @@ def test_oom_retries_with_smaller_chunks_first(monkeypatch: pytest.MonkeyPatch) 
     [
         ({"k": 0}, ValueError, r"`k` must be a positive int or None \(got 0\)"),
         ({"k": 2.5}, ValueError, r"`k` must be a positive int"),
+        ({"k": []}, ValueError, r"`k` must hold at least one value \(got an empty sequence\)"),
+        ({"k": [5, True]}, TypeError, r"`k` must hold ints \(got True of type bool in \[5, True\]\)"),
+        ({"k": [5, 2.0]}, TypeError, r"`k` must hold ints \(got 2.0 of type float"),
+        ({"k": [5, 0]}, ValueError, r"`k` must hold ints >= 1 \(got \[5, 0\]\)"),
+        ({"k": [5, 10, 5]}, ValueError, r"`k` must hold distinct values \(got \[5, 10, 5\]\)"),
+        ({"k": [5, 1000]}, ValueError, r"`k` must be smaller than `num_samples` 1000 \(got \[5, 1000\]\)"),
         ({"convention": "weber"}, ValueError, r"`convention` must be one of .* \(got 'weber'\)"),
         ({"curvature": "ollivier"}, ValueError, r"`curvature` must be one of .* \(got 'ollivier'\)"),
         ({"knn_backend": "faiss"}, ValueError, r"`knn_backend` must be one of .* \(got 'faiss'\)"),
@@ -937,3 +943,48 @@ def test_unmonitored_keys_get_their_natural_placeholder(tmp_path: Path) -> None:
     assert metrics["ricci/class/normalized_cut"].item() == 1.0  # two classes: [0, 1]
     assert metrics["ricci/class/modularity"].item() == -0.5  # higher is better: the bottom
     assert metrics["ricci/class/modularity/net.3"].item() == -0.5
+
+
+# --------------------------------------------------------------------------- stability across k
+
+
+def test_k_scan_logs_every_k_as_separate_calls_give(tmp_path: Path) -> None:
+    probe_x = circles(80, seed=5)[0]
+    ks = [10, 5, 20]
+    monitor = RicciFlowMonitor(probe=probe_x, layers=HIDDEN, k=ks, log_prefix="s/")
+    model = TinyNet()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
+    trainer.fit(model)
+    metrics = trainer.callback_metrics
+    layers = reference_layers(model, probe_x, HIDDEN)
+    separate = [ricci_flow(layers, k) for k in ks]
+    expected = [r.coefficient if math.isfinite(r.coefficient) else r.coefficient_connected for r in separate]
+    for k, value in zip(ks, expected):
+        assert metrics[f"s/ricci/k/{k}/coefficient"].item() == pytest.approx(value, abs=1e-6)
+    # The usual keys are the first k's result.
+    assert metrics["s/ricci/coefficient"].item() == pytest.approx(expected[0], abs=1e-6)
+    assert metrics["s/ricci/local_mean"].item() == pytest.approx(separate[0].local_mean, abs=1e-6)
+    assert monitor.last_result is not None and monitor.last_result.k == 10
+    assert monitor.last_scan is not None and monitor.last_scan.ks == ks
+    finite = [v for v in expected if math.isfinite(v)]
+    assert metrics["s/ricci/k/spread"].item() == pytest.approx(max(finite) - min(finite), abs=1e-6)
+    positive = sum(v > 0 for v in finite)
+    majority = max(positive, sum(v < 0 for v in finite), sum(v == 0 for v in finite))
+    assert metrics["s/ricci/k/sign_agreement"].item() == pytest.approx(majority / len(finite))
+
+
+def test_k_scan_keys_are_carried_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in the geometry")
+
+    monkeypatch.setattr(pipeline_module, "ricci_flow", boom)
+    monitor = RicciFlowMonitor(probe=circles(64, seed=3)[0], layers=HIDDEN, k=[5, 10])
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1)
+    with pytest.warns(UserWarning, match="boom in the geometry"):
+        trainer.fit(TinyNet())
+    metrics = trainer.callback_metrics
+    # Nothing valid yet: the worst of each range for its natural direction (lower spread, higher agreement).
+    assert metrics["ricci/k/5/coefficient"].item() == 1.0 and metrics["ricci/k/10/coefficient"].item() == 1.0
+    assert metrics["ricci/k/spread"].item() == 2.0
+    assert metrics["ricci/k/sign_agreement"].item() == 0.0
+    assert metrics["ricci/failed"].item() == 1.0 and metrics["ricci/carried"].item() == 1.0
