@@ -4,8 +4,12 @@ Shape symbols: N probe points, L layers, E_l directed kNN edges of layer l.
 
 Two pieces of work split without changing a single number:
 
-* the kNN graphs: each layer's graph is computed by one rank (layers are dealt to ranks by their cost,
-  N^2 D_l, largest first) and broadcast to the others;
+* the kNN graphs: each rank searches the neighbours of one contiguous share of every layer's N query
+  rows (the distance estimates of those rows only, against all N), and the shares are gathered in rank
+  order, which is the whole graph since its edges are sorted by source; the keep-ties edge budget is
+  checked on the edge count summed over the ranks. The torch-cluster backend, whose tie order may
+  depend on the query set, computes whole layers instead, dealt to ranks by their cost (N^2 D_l,
+  largest first), and broadcasts them;
 * the BFS: each rank runs the sources of one contiguous share of the N nodes; the per-node distance
   sums (int64) are summed over the ranks, and every queried pair's distance is taken from the rank
   that owns its source (the others report -1, so a max recovers it).
@@ -152,3 +156,43 @@ def share_layers(
             dist.broadcast(sq, src=src, group=group)
         out.append((edges, bool(constant), sq))
     return out
+
+
+def all_reduce_count(count: int, group: Group, device: torch.device) -> int:
+    """The sum of ``count`` over the ranks."""
+    import torch.distributed as dist
+
+    total = torch.tensor([count], dtype=torch.long, device=device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    return int(total.item())
+
+
+def gather_row_shards(
+    parts: Sequence[tuple[Tensor, bool]], group: Group, device: torch.device
+) -> list[tuple[Tensor, bool]]:
+    """Join every rank's share of P graphs: edges [2, E_p] concatenated in rank order, flags or-ed.
+
+    ``parts[p]`` is this rank's (edges of its query rows, all points coincide) of graph p; every rank
+    passes the same P. Two collectives: the sizes, then all edges padded to the largest rank's total.
+    """
+    import torch.distributed as dist
+
+    _, size = rank_and_size(group)
+    meta = torch.tensor([[e.shape[1], int(c)] for e, c in parts], dtype=torch.long, device=device).view(-1, 2)
+    metas = [torch.empty_like(meta) for _ in range(size)]
+    dist.all_gather(metas, meta, group=group)
+    totals = [int(m[:, 0].sum()) for m in metas]
+    width = max(totals)
+    mine = torch.zeros(2, width, dtype=torch.long, device=device)
+    if parts:
+        mine[:, : totals[rank_and_size(group)[0]]] = torch.cat([e for e, _ in parts], dim=1)
+    every = [torch.empty_like(mine) for _ in range(size)]
+    dist.all_gather(every, mine, group=group)
+    pieces = [
+        torch.split(edges[:, :total], m[:, 0].tolist(), dim=1)
+        for edges, total, m in zip(every, totals, metas)
+    ]
+    flags = torch.stack(metas)[:, :, 1].amax(dim=0).tolist()
+    return [
+        (torch.cat([pieces[r][p] for r in range(size)], dim=1), bool(flags[p])) for p in range(len(parts))
+    ]

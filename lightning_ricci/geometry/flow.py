@@ -23,7 +23,7 @@ from lightning_ricci.geometry.coefficients import pearson
 from lightning_ricci.geometry.community import class_structure_batched
 from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, Convention, ConventionSpec
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
-from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, exact_sq_distances, knn_edges
+from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, exact_sq_distances, knn_edges_scan
 from lightning_ricci.geometry.result import CurvatureKind, RicciFlowResult, RicciFlowScan
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ def ricci_flow(
         process_group (ProcessGroup, optional): a ``torch.distributed`` group (e.g.
             ``torch.distributed.group.WORLD``) whose ranks share the work; every rank of the group must
             make the same call on the same data, and every rank returns the same result, equal to the
-            single-process one. The layers' kNN graphs are dealt to the ranks and the BFS sources split
-            between them. ``None``: this process alone, whether or not torch.distributed is initialised.
+            single-process one. Every layer's kNN query rows and the BFS sources are split between
+            the ranks. ``None``: this process alone, whether or not torch.distributed is initialised.
             Default: None.
 
     Returns:
@@ -283,64 +283,106 @@ def _knn_graphs(
 ) -> dict[int, tuple[list[Tensor], bool]]:
     """Every layer's directed kNN graph for every k in ``ks``: (edges per layer, some layer constant).
 
-    The exact backend searches once, for the largest k, and derives the smaller ones; torch-cluster's
-    tie order is its own, so each k is searched separately there.
+    The exact backend estimates each layer's distances once, for the largest k, and decides every k on
+    those candidates (:func:`~lightning_ricci.geometry.knn.knn_edges_scan`); under ``group`` every rank
+    searches its share of each layer's query rows. torch-cluster searches each k, one rank per layer (its
+    tie order may depend on the query set).
     """
-    n = flat[0].shape[0]
     distinct = sorted(set(ks))
     if knn_backend == "torch_cluster":
-        searched = {k: _knn_layers(flat, k, spec, knn_backend, memory_budget, group, False) for k in distinct}
+        per_layer = _knn_whole_layers(flat, distinct, spec, knn_backend, memory_budget, group)
     else:
-        top = distinct[-1]
-        largest = _knn_layers(flat, top, spec, knn_backend, memory_budget, group, len(distinct) > 1)
-        searched = {
-            k: largest if k == top else [_smaller_k(e, c, sq, n, k, spec.keep_ties) for e, c, sq in largest]
-            for k in distinct
-        }
-    return {k: ([e for e, _, _ in layers], any(c for _, c, _ in layers)) for k, layers in searched.items()}
+        per_layer = _knn_row_shards(flat, distinct, spec, knn_backend, memory_budget, group)
+    return {
+        k: ([layer[i][0] for layer in per_layer], any(layer[i][1] for layer in per_layer))
+        for i, k in enumerate(distinct)
+    }
 
 
-def _knn_layers(
+def _knn_row_shards(
     flat: list[Tensor],
-    k: int,
+    ks: list[int],
     spec: ConventionSpec,
     knn_backend: KnnBackend,
     memory_budget: int | None,
     group: distributed.Group | None,
-    with_distances: bool,
-) -> list[_KnnLayer]:
-    """Stage 0: every layer's kNN graph (each computed by one rank of ``group``), with squared distances."""
+) -> list[list[tuple[Tensor, bool]]]:
+    """Stage 0 (exact backend): per layer, per k of ``ks``, (edges, all points coincide); each rank of
+    ``group`` searches a contiguous share of the query rows, and the shares are gathered in rank order
+    (the edges are sorted by source, so that is the whole graph). The keep-ties edge budget is checked
+    on the count summed over the ranks, as one process would."""
+    rows = distributed.shard(flat[0].shape[0], group)
+    count = None if group is None else (lambda c: distributed.all_reduce_count(c, group, flat[0].device))
+    local = [
+        knn_edges_scan(
+            x,
+            ks,
+            keep_ties=spec.keep_ties,
+            backend=knn_backend,
+            memory_budget=memory_budget,
+            rows=rows,
+            _count_edges=count,
+        )
+        for x in flat
+    ]
+    if group is None:
+        return local
+    gathered = distributed.gather_row_shards(
+        [part for layer in local for part in layer], group, flat[0].device
+    )
+    return [gathered[layer * len(ks) : (layer + 1) * len(ks)] for layer in range(len(flat))]
+
+
+def _knn_whole_layers(
+    flat: list[Tensor],
+    ks: list[int],
+    spec: ConventionSpec,
+    knn_backend: KnnBackend,
+    memory_budget: int | None,
+    group: distributed.Group | None,
+) -> list[list[tuple[Tensor, bool]]]:
+    """Stage 0 (torch-cluster): every layer's graphs for every k, each layer computed by one rank."""
     n = flat[0].shape[0]
     rank, size = distributed.rank_and_size(group)
     owners = distributed.layer_owners([float(n) * n * x.shape[1] for x in flat], size)
-    local: dict[int, _KnnLayer] = {}
-    for layer, x in enumerate(flat):
-        if owners[layer] == rank:
-            edges, constant = knn_edges(
-                x, k, keep_ties=spec.keep_ties, backend=knn_backend, memory_budget=memory_budget
-            )
-            local[layer] = (edges, constant, _edge_sq_distances(x, edges) if with_distances else None)
+    local = {
+        layer: knn_edges_scan(
+            x, ks, keep_ties=spec.keep_ties, backend=knn_backend, memory_budget=memory_budget
+        )
+        for layer, x in enumerate(flat)
+        if owners[layer] == rank
+    }
     if group is None:
         return [local[layer] for layer in range(len(flat))]
-    return distributed.share_layers(local, owners, group, flat[0].device, with_distances)
+    shared = [
+        distributed.share_layers(
+            {layer: (*graphs[i], None) for layer, graphs in local.items()},
+            owners,
+            group,
+            flat[0].device,
+            False,
+        )
+        for i in range(len(ks))
+    ]
+    return [
+        [(shared[i][layer][0], shared[i][layer][1]) for i in range(len(ks))] for layer in range(len(flat))
+    ]
 
 
 def _edge_sq_distances(x: Tensor, edges: Tensor) -> Tensor:
     """[E] squared distances of the edges by the kNN's own float64 difference formula (which decides its
-    ties), rescaled by a power of two where float64 squares would overflow or underflow (which changes
-    no comparison)."""
-    scale = 1.0
-    if x.dtype == torch.float64 and x.numel():
-        amax = float(x.abs().max())
-        if amax and not 2.0**-480 <= amax <= 2.0**480:
-            scale = math.ldexp(1.0, -math.frexp(amax)[1])
-    return exact_sq_distances(x, edges[0], edges[1], scale)
+    ties), rescaled by a power of two where float64 differences or squares would overflow or underflow
+    (which changes no comparison): :func:`~lightning_ricci.geometry.knn.exact_sq_distances`."""
+    return exact_sq_distances(x, edges[0], edges[1])
 
 
 def _smaller_k(
     edges: Tensor, constant: bool, sq: Tensor | None, n: int, k: int, keep_ties: bool
 ) -> _KnnLayer:
     """The kNN graph of a smaller ``k`` read off a larger k's graph ``edges`` and its squared distances.
+
+    For a graph at hand without its search (a scan decides every k inside the search instead,
+    :func:`~lightning_ricci.geometry.knn.knn_edges_scan`, without the distances of all the edges).
 
     Every point keeps its neighbours in the order (distance, index): the first k (exactly-k rule), or
     every one at a distance <= its k-th (keep-ties rule). The larger graph holds all of them, ties

@@ -33,6 +33,11 @@ Two tie rules are offered:
   algorithm; on tie-free data the two agree. A layer whose points all coincide gets the complete graph
   under both rules.
 
+Several k at once (:func:`knn_edges_scan`): the estimates and the candidates are formed once, for the
+largest k, and every k takes its own decisions on them, so each graph is exactly the one of a separate
+search. A search can be restricted to a range of query rows (``rows=(start, stop)``): only those rows'
+estimates are formed, which is how :func:`~lightning_ricci.ricci_flow` shards a layer over ranks.
+
 Backends are declared once, in :data:`KNN_BACKEND_SPECS`, with what they support.
 """
 
@@ -43,7 +48,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Literal, get_args
@@ -75,7 +80,8 @@ _U64 = 2.0**-53
 _edge_budget_warned = False
 
 
-EdgeCheck = Callable[[int, str], None]
+EdgeCheck = Callable[[int, int, str], None]  # (k, edge count, why), before a keep-ties graph is built
+Rows = tuple[int, int]
 
 
 class KnnEdgeBudgetWarning(UserWarning):
@@ -88,9 +94,11 @@ class KnnBackendSpec:
 
     Attributes:
         name (str): the value of ``backend`` / ``knn_backend`` that selects it.
-        search (Callable): ``search(x, k, keep_ties, budget, check_edges) -> (edge_index, constant)`` on
-            [N, D] features; ``check_edges(count, why)`` is called with the edge count before a
-            keep-ties graph is built. A backend without tie support returns exactly k neighbours.
+        search (Callable): ``search(x, ks, keep_ties, budget, check_edges, rows)`` on [N, D] features
+            returns one ``(edge_index, constant)`` per k of ``ks``: the edges of the query points
+            ``rows = (start, stop)`` (all N points for ``None``). ``check_edges(k, count, why)`` is
+            called with the edge count before a keep-ties graph is built. A backend without tie support
+            returns exactly k neighbours.
         supports_keep_ties (bool): whether it implements the keep-all-ties rule. When it does not,
             :func:`knn_edges` asks it for one more neighbour and refuses ``keep_ties=True`` on data with
             a tie at the k-th distance (the result would differ from the rule).
@@ -100,7 +108,7 @@ class KnnBackendSpec:
     """
 
     name: str
-    search: Callable[[Tensor, int, bool, int, EdgeCheck], tuple[Tensor, bool]]
+    search: Callable[[Tensor, list[int], bool, int, EdgeCheck, Rows | None], list[tuple[Tensor, bool]]]
     supports_keep_ties: bool
     devices: tuple[str, ...] | None = None
     max_k: Mapping[str, int] = field(default_factory=dict)
@@ -177,6 +185,7 @@ def knn_edges(
     memory_budget: int | None = None,
     max_edges: int | None = None,
     strict: bool = False,
+    rows: Rows | None = None,
     _names: tuple[str, str] = ("knn_backend", "keep_ties=True"),
 ) -> tuple[Tensor, bool]:
     """Unchecked :func:`knn_graph` on finite [N, D] features; also says whether all points coincide.
@@ -184,7 +193,9 @@ def knn_edges(
     A layer whose points all coincide gets the complete graph under both tie rules. ``memory_budget``
     bounds the bytes of the blocks of estimated distances (default: :data:`DEFAULT_MEMORY_BUDGET`); the
     features are centred chunk by chunk, so no copy of them is made. ``max_edges`` and ``strict`` are
-    the keep-ties edge budget of :func:`knn_graph`.
+    the keep-ties edge budget of :func:`knn_graph`. ``rows = (start, stop)`` computes only the edges
+    whose source is one of the points ``start .. stop - 1`` (their neighbours are searched among all N):
+    exactly those edges of the whole graph, in the same order (see :func:`knn_edges_scan`).
 
     A backend that cannot keep ties (``supports_keep_ties=False`` in :data:`KNN_BACKEND_SPECS`:
     torch-cluster) is asked for k + 1 neighbours under ``keep_ties=True``; the exact float64 squared
@@ -200,6 +211,53 @@ def knn_edges(
         >>> edges, constant = knn_edges(torch.tensor([[0.0], [1.0], [3.0]]), 1, keep_ties=True)
         >>> edges.tolist(), constant
         ([[0, 1, 2], [1, 0, 1]], False)
+        >>> knn_edges(torch.tensor([[0.0], [1.0], [3.0]]), 1, keep_ties=True, rows=(1, 3))[0].tolist()
+        [[1, 2], [0, 1]]
+    """
+    return knn_edges_scan(
+        x,
+        [k],
+        keep_ties=keep_ties,
+        backend=backend,
+        memory_budget=memory_budget,
+        max_edges=max_edges,
+        strict=strict,
+        rows=rows,
+        _names=_names,
+    )[0]
+
+
+def knn_edges_scan(
+    x: Tensor,
+    ks: Sequence[int],
+    *,
+    keep_ties: bool,
+    backend: KnnBackend = "auto",
+    memory_budget: int | None = None,
+    max_edges: int | None = None,
+    strict: bool = False,
+    rows: Rows | None = None,
+    _names: tuple[str, str] = ("knn_backend", "keep_ties=True"),
+    _count_edges: Callable[[int], int] | None = None,
+) -> list[tuple[Tensor, bool]]:
+    """:func:`knn_edges` for several k at once: one ``(edge_index, constant)`` per value of ``ks``.
+
+    Each graph is the one :func:`knn_edges` returns for that k alone, ties included, and the edge budget
+    is checked for each k as a separate call would (``max_edges``, or its default for that k). The exact
+    backend estimates the distances and selects the candidates once, for the largest k; every k then
+    takes the same rule's decision (certain from the float32 bounds, or exact in float64 for the few
+    undecided pairs) on a prefix of those candidates. Other backends search each k.
+
+    ``rows = (start, stop)`` restricts the query points (``0 <= start <= stop <= N``): the distance
+    estimates are formed for those rows only, and the edges whose source lies outside are not built.
+    Concatenating the edges of consecutive row ranges gives the whole graph (a sharded search), except
+    that the edge budget is checked on the count of the given rows only, unless ``_count_edges`` turns
+    that count into the whole graph's (an all-reduce over the ranks of a sharded search).
+
+    Example:
+        >>> x = torch.tensor([[0.0], [1.0], [2.0], [4.0]])
+        >>> [edges.shape[1] for edges, _ in knn_edges_scan(x, [1, 2], keep_ties=True)]
+        [5, 9]
     """
     spec = KNN_BACKEND_SPECS["gemm" if backend == "auto" else backend]
     _name = _names[0]
@@ -210,30 +268,46 @@ def knn_edges(
             f"use `{_name}='gemm'`"
         )
     n = x.shape[0]
-    check_ties = keep_ties and not spec.supports_keep_ties and k + 1 < n
-    asked = k + 1 if check_ties else k
+    ks = [int(k) for k in ks]
+    if rows is not None and not 0 <= rows[0] <= rows[1] <= n:
+        raise ValueError(f"`rows` must be (start, stop) with 0 <= start <= stop <= {n} (got {rows})")
+    check_ties = keep_ties and not spec.supports_keep_ties
     limit = spec.max_k.get(device)
-    if limit is not None and asked > limit:
-        extra = (
-            " and `keep_ties=True` (one neighbour more is searched to check for ties)" if check_ties else ""
-        )
-        raise ValueError(
-            f"`k` must be <= {limit - (asked - k)} with `{_name}={spec.name!r}` on {device}{extra}: it returns "
-            f"at most {limit} neighbours (got {k}); use `{_name}='gemm'`"
-        )
+    for k in ks:
+        asked = k + 1 if check_ties and k + 1 < n else k
+        if limit is not None and asked > limit:
+            extra = (
+                " and `keep_ties=True` (one neighbour more is searched to check for ties)"
+                if asked > k
+                else ""
+            )
+            raise ValueError(
+                f"`k` must be <= {limit - (asked - k)} with `{_name}={spec.name!r}` on {device}{extra}: it "
+                f"returns at most {limit} neighbours (got {k}); use `{_name}='gemm'`"
+            )
     budget = memory_budget or DEFAULT_MEMORY_BUDGET.get(device, DEFAULT_MEMORY_BUDGET["cuda"])
-    edge_budget = max_edges if max_edges is not None else EDGE_BUDGET_PER_POINT_AND_K * n * k
 
-    def check_edges(count: int, why: str) -> None:
-        if keep_ties and count > edge_budget:
+    def check_edges(k: int, count: int, why: str) -> None:
+        if not keep_ties:
+            return
+        if _count_edges is not None:
+            count = _count_edges(count)
+        edge_budget = max_edges if max_edges is not None else EDGE_BUDGET_PER_POINT_AND_K * n * k
+        if count > edge_budget:
             _over_edge_budget(count, edge_budget, strict, n, k, why)
 
     if not check_ties:
-        return spec.search(x, k, keep_ties and spec.supports_keep_ties, budget, check_edges)
-    edges, constant = spec.search(x, k + 1, False, budget, check_edges)
-    if not constant:
-        edges = _drop_farthest_unless_tied(x, edges, k, _names, spec.name)
-    return edges, constant
+        return spec.search(x, ks, keep_ties and spec.supports_keep_ties, budget, check_edges, rows)
+    out = []
+    for k in ks:  # k + 1 neighbours where a (k+1)-th exists, to see ties at the k-th
+        if k + 1 >= n:
+            out.extend(spec.search(x, [k], False, budget, check_edges, rows))
+            continue
+        ((edges, constant),) = spec.search(x, [k + 1], False, budget, check_edges, rows)
+        if not constant:
+            edges = _drop_farthest_unless_tied(x, edges, k, _names, spec.name)
+        out.append((edges, constant))
+    return out
 
 
 def _over_edge_budget(count: int, budget: int, strict: bool, n: int, k: int, why: str) -> None:
@@ -327,9 +401,13 @@ class _Estimates:
       flush-to-zero): ``floor = (D + 4) 2^-118 max(1, max|x|)^2``.
 
     The sum is multiplied by 1.05 for the rounding of the norms themselves.
+
+    ``symmetric=False`` never forms the whole [M, M] matrix (a search restricted to some query rows
+    multiplies only their blocks). :meth:`prefetch` keeps the candidates of some rows for a larger count,
+    so that the searches of smaller k read them instead of multiplying again.
     """
 
-    def __init__(self, x: Tensor, budget: int) -> None:
+    def __init__(self, x: Tensor, budget: int, symmetric: bool = True) -> None:
         m, dim = x.shape
         self.m, self.dim, self.budget, self.x = m, dim, budget, x
         amax = _abs_max(x)
@@ -361,7 +439,10 @@ class _Estimates:
         self.full: Tensor | None = None
         # Live float32 [rows, M] blocks of the pairwise sum: one per level, plus the block being added.
         self.blocks = (levels // 2 + 2) if pieces > 1 else 1
-        if 4 * m * m + 4 * self.blocks * _GRAM_ROWS * m + 12 * m * self.chunk <= budget:
+        self._cache: tuple[int, Tensor, Tensor, Tensor] | None = (
+            None  # count, position of each row, values, indices
+        )
+        if symmetric and 4 * m * m + 4 * self.blocks * _GRAM_ROWS * m + 12 * m * self.chunk <= budget:
             self.full = self._symmetric()
         else:
             self._norms(self._squared_norms())
@@ -458,9 +539,22 @@ class _Estimates:
         out.fill_diagonal_(torch.inf)
         return out
 
+    def prefetch(self, rows: Tensor, count: int) -> None:
+        """Compute and keep :meth:`nearest` of ``rows`` for ``count``; later calls for these rows and at
+        most ``count`` candidates read its first columns (the ``count`` smallest, sorted, start with the
+        smaller counts' smallest, up to the order of equal estimates, which no decision depends on)."""
+        values, indices = self.nearest(rows, count)
+        pos = torch.full((self.m,), -1, dtype=torch.long, device=rows.device)
+        pos[rows] = torch.arange(rows.numel(), device=rows.device)
+        self._cache = (count, pos, values, indices)
+
     def nearest(self, rows: Tensor, count: int) -> tuple[Tensor, Tensor]:
         """The ``count`` smallest estimates of every row in ``rows`` to the other rows: float64 values
         and indices, [R, count], sorted."""
+        if self._cache is not None and count <= self._cache[0]:
+            pos = self._cache[1][rows]
+            if bool((pos >= 0).all()):
+                return self._cache[2][pos, :count], self._cache[3][pos, :count]
         if self.full is not None:
             every = rows.numel() == self.m and bool((rows == torch.arange(self.m, device=rows.device)).all())
             v, i = torch.topk(
@@ -585,22 +679,26 @@ def _bracket(lo: Tensor, hi: Tensor, mult: Tensor, need: Tensor) -> tuple[Tensor
 
 
 def _select_groups(
-    uniq: Tensor,
+    est: _Estimates,
     counts: Tensor,
     rows: Tensor,
     need: Tensor,
     k: int,
     keep_ties: bool,
-    budget: int,
+    unit: bool = False,
     detect_duplicates: bool = False,
+    first_count: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None:
     """Pick, for every distinct row in ``rows``, the other distinct rows that hold its neighbours.
+
+    ``est`` estimates the distances between the distinct rows; the first pass looks at
+    ``max(first_count, k + max(4, k // 8))`` candidates per row (more candidates decide more rows).
 
     ``need[q]`` neighbours (counted with multiplicity) must come from rows other than ``rows[q]``.
     Returns ``(full_u, full_g, tied_u, tied_g, remaining)``: distinct rows ``full_g`` all of whose
     points are neighbours of ``full_u``; rows ``tied_g`` at exactly the cut-off distance of ``tied_u``
     (only for ``keep_ties=False``), of which ``remaining[q]`` points, lowest index first, complete the k.
-    With ``detect_duplicates``, returns ``None`` as soon as two rows of ``uniq`` are found equal.
+    With ``detect_duplicates``, returns ``None`` as soon as two of the rows are found equal.
 
     Every candidate's exact squared distance lies in ``[lo, hi] = estimate -+ bound``. The exact cut-off
     r (the ``need``-th smallest, with multiplicity) lies in a bracket read off these intervals
@@ -608,13 +706,12 @@ def _select_groups(
     certainly out. A row whose undecided candidates hold exactly the number it
     still needs takes them all; only the other rows' undecided pairs are recomputed exactly.
     """
-    m = uniq.shape[0]
-    est = _Estimates(uniq, budget)
-    unit = detect_duplicates  # the ungrouped search: counts are all 1 and need is k
+    m = est.m
+    unit = unit or detect_duplicates  # the ungrouped search: counts are all 1 and need is k
     full_u, full_g, und_q, und_g = [], [], [], []
     need_rem = need.clone()
-    num_candidates = min(m - 1, k + max(4, k // 8))
-    pending = torch.arange(rows.numel(), device=uniq.device)
+    num_candidates = min(m - 1, max(first_count, k + max(4, k // 8)))
+    pending = torch.arange(rows.numel(), device=rows.device)
     while pending.numel():
         q_rows = rows[pending]
         approx, cand = est.nearest(q_rows, num_candidates)
@@ -700,91 +797,136 @@ def _select_groups(
 
 
 def _search_exact(
-    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
-) -> tuple[Tensor, bool]:
+    x: Tensor, ks: list[int], keep_ties: bool, budget: int, check_edges: EdgeCheck, rows: Rows | None
+) -> list[tuple[Tensor, bool]]:
     n = x.shape[0]
-    points = torch.arange(n, device=x.device)
-    ones, need = torch.ones_like(points), torch.full_like(points, k)
-    found = _select_groups(x, ones, points, need, k, keep_ties, budget, detect_duplicates=True)
-    if found is not None:  # no two points coincide: every "group" is one point
+    start, stop = (0, n) if rows is None else rows
+    if start == stop:  # no query point: no edge (the flag still says whether all points coincide)
+        constant = bool((x == x[0]).all())
+        for k in ks:
+            check_edges(k, 0, "all points coincide" if constant else "no query point")
+        return [(torch.zeros(2, 0, dtype=torch.long, device=x.device), constant) for _ in ks]
+    points = torch.arange(start, stop, device=x.device)
+    ones = torch.ones(n, dtype=torch.long, device=x.device)
+    est = _Estimates(x, budget, symmetric=(start, stop) == (0, n))
+    top = max(ks)
+    first = min(n - 1, top + max(4, top // 8))
+    if len(set(ks)) > 1:  # the largest k's candidates serve every k
+        est.prefetch(points, first)
+    out = []
+    for index, k in enumerate(ks):
+        need = torch.full_like(points, k)
+        found = _select_groups(
+            est, ones, points, need, k, keep_ties, unit=True, detect_duplicates=index == 0, first_count=first
+        )
+        if found is None:  # two points coincide: search the distinct rows, with multiplicities
+            return _knn_dedup(x, ks, keep_ties, budget, check_edges, rows)
         i, j, tied_i, tied_j, remaining = found
         if keep_ties:
-            check_edges(i.numel(), "many points are equidistant at their k-th distance")
+            check_edges(k, i.numel(), "many points are equidistant at their k-th distance")
         elif tied_i.numel():
             order = torch.argsort(tied_i * n + tied_j)
             tied_i, tied_j = tied_i[order], tied_j[order]
-            keep = _ranks_within(tied_i) < remaining[tied_i]
+            keep = _ranks_within(tied_i) < remaining[tied_i - start]
             i, j = torch.cat([i, tied_i[keep]]), torch.cat([j, tied_j[keep]])
         order = torch.argsort(i * n + j)
-        return torch.stack([i[order], j[order]]), False
-    return _knn_dedup(x, k, keep_ties, budget, check_edges)
+        out.append((torch.stack([i[order], j[order]]), False))
+    return out
 
 
 def _knn_dedup(
-    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
-) -> tuple[Tensor, bool]:
+    x: Tensor, ks: list[int], keep_ties: bool, budget: int, check_edges: EdgeCheck, rows: Rows | None
+) -> list[tuple[Tensor, bool]]:
     """Exact kNN when points repeat: distinct rows are searched once and counted with multiplicity."""
     n = x.shape[0]
+    start, stop = (0, n) if rows is None else rows
     uniq, inverse, counts = torch.unique(x, dim=0, return_inverse=True, return_counts=True)
     m = uniq.shape[0]
     if m == 1:
-        check_edges(n * (n - 1), "all points coincide")
-        return _complete_graph(n, x.device), True
+        out = []
+        for k in ks:
+            check_edges(k, (stop - start) * (n - 1), "all points coincide")
+            # The complete graph's edges are sorted by source, n - 1 per point.
+            out.append((_complete_graph(n, x.device)[:, start * (n - 1) : stop * (n - 1)], True))
+        return out
     members = torch.argsort(inverse, stable=True)  # points grouped by distinct row, ascending index
     gstart = counts.cumsum(0) - counts
-    need = (k - (counts - 1)).clamp(min=0)
-    rows = need.nonzero().squeeze(1)
-    found = _select_groups(uniq, counts, rows, need[rows], k, keep_ties, budget)
-    assert found is not None
-    full_u, full_g, tied_u, tied_g, remaining = found
-    dup = (counts > 1).nonzero().squeeze(1)
-    if keep_ties:  # the edge count, from the multiplicities, before any edge is built
-        edges = int((counts[full_u] * counts[full_g]).sum()) + int((counts[dup] * (counts[dup] - 1)).sum())
-        repeated = int(counts[dup].sum())
-        check_edges(edges, f"{repeated} of the {n} points coincide with another point ({m} distinct rows)")
+    # Query points of every distinct row (all of its points unless ``rows`` restricts them).
+    in_rows = torch.zeros_like(counts).index_add_(
+        0, inverse[start:stop], torch.ones_like(inverse[start:stop])
+    )
+    queried = in_rows > 0
+    repeated = int(counts[counts > 1].sum())
+    est = _Estimates(uniq, budget, symmetric=(start, stop) == (0, n))
+    top = max(ks)
+    first = min(m - 1, top + max(4, top // 8))
+    if len(set(ks)) > 1:  # the largest k needs the most rows: its candidates serve every k
+        top_rows = (((top - (counts - 1)) > 0) & queried).nonzero().squeeze(1)
+        if top_rows.numel():
+            est.prefetch(top_rows, first)
+    dup = ((counts > 1) & queried).nonzero().squeeze(1)
 
-    # (distinct row u, point j) pairs: every point of u's neighbour rows, then tied points by index.
-    owner_u, nbr_j = _expand(full_u, full_g, counts, gstart, members)
-    if not keep_ties and tied_u.numel():
-        tu, tj = _expand(tied_u, tied_g, counts, gstart, members)
-        order = torch.argsort(tu * n + tj)
-        tu, tj = tu[order], tj[order]
-        rem = torch.zeros(m, dtype=torch.long, device=x.device)
-        rem[rows] = remaining
-        keep = _ranks_within(tu) < rem[tu]
-        owner_u, nbr_j = torch.cat([owner_u, tu[keep]]), torch.cat([nbr_j, tj[keep]])
-
-    # Own-row duplicates: all of them when keeping ties; otherwise the first min(k, c - 1) by index.
-    if keep_ties:
-        own_u, own_j = _expand(dup, dup, counts, gstart, members)
-    else:
-        own_u, own_j = _expand(dup, dup, counts.clamp(max=k + 1), gstart, members)
-
-    # Hand every (u, j) pair to each point i of row u, dropping i == j.
+    # Hand every (u, j) pair to each query point i of row u, dropping i == j.
     def per_point(u: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
         pair = torch.arange(u.numel(), device=x.device)
         pair_rep, i = _expand(pair, u, counts, gstart, members)
         j = j[pair_rep]
-        keep = i != j
+        keep = (i != j) & (i >= start) & (i < stop)
         return i[keep], j[keep]
 
-    i_other, j_other = per_point(owner_u, nbr_j)
-    i_own, j_own = per_point(own_u, own_j)
-    if not keep_ties and i_own.numel():
-        order = torch.argsort(i_own * n + j_own)
-        i_own, j_own = i_own[order], j_own[order]
-        keep = _ranks_within(i_own) < torch.clamp(counts[inverse[i_own]] - 1, max=k)
-        i_own, j_own = i_own[keep], j_own[keep]
-    i = torch.cat([i_own, i_other])
-    j = torch.cat([j_own, j_other])
-    order = torch.argsort(i * n + j)
-    return torch.stack([i[order], j[order]]), False
+    out = []
+    for k in ks:
+        need = (k - (counts - 1)).clamp(min=0)
+        q_rows = ((need > 0) & queried).nonzero().squeeze(1)
+        found = _select_groups(est, counts, q_rows, need[q_rows], k, keep_ties, first_count=first)
+        assert found is not None
+        full_u, full_g, tied_u, tied_g, remaining = found
+        if keep_ties:  # the edge count, from the multiplicities, before any edge is built
+            edges = int((in_rows[full_u] * counts[full_g]).sum()) + int(
+                (in_rows[dup] * (counts[dup] - 1)).sum()
+            )
+            check_edges(
+                k, edges, f"{repeated} of the {n} points coincide with another point ({m} distinct rows)"
+            )
+
+        # (distinct row u, point j) pairs: every point of u's neighbour rows, then tied points by index.
+        owner_u, nbr_j = _expand(full_u, full_g, counts, gstart, members)
+        if not keep_ties and tied_u.numel():
+            tu, tj = _expand(tied_u, tied_g, counts, gstart, members)
+            order = torch.argsort(tu * n + tj)
+            tu, tj = tu[order], tj[order]
+            rem = torch.zeros(m, dtype=torch.long, device=x.device)
+            rem[q_rows] = remaining
+            keep = _ranks_within(tu) < rem[tu]
+            owner_u, nbr_j = torch.cat([owner_u, tu[keep]]), torch.cat([nbr_j, tj[keep]])
+
+        # Own-row duplicates: all of them when keeping ties; otherwise the first min(k, c - 1) by index.
+        if keep_ties:
+            own_u, own_j = _expand(dup, dup, counts, gstart, members)
+        else:
+            own_u, own_j = _expand(dup, dup, counts.clamp(max=k + 1), gstart, members)
+
+        i_other, j_other = per_point(owner_u, nbr_j)
+        i_own, j_own = per_point(own_u, own_j)
+        if not keep_ties and i_own.numel():
+            order = torch.argsort(i_own * n + j_own)
+            i_own, j_own = i_own[order], j_own[order]
+            keep = _ranks_within(i_own) < torch.clamp(counts[inverse[i_own]] - 1, max=k)
+            i_own, j_own = i_own[keep], j_own[keep]
+        i = torch.cat([i_own, i_other])
+        j = torch.cat([j_own, j_other])
+        order = torch.argsort(i * n + j)
+        out.append((torch.stack([i[order], j[order]]), False))
+    return out
 
 
 def _search_torch_cluster(
-    x: Tensor, k: int, keep_ties: bool, budget: int, check_edges: EdgeCheck
-) -> tuple[Tensor, bool]:
-    """Exactly k neighbours per point from ``torch_cluster.knn`` (its own tie order)."""
+    x: Tensor, ks: list[int], keep_ties: bool, budget: int, check_edges: EdgeCheck, rows: Rows | None
+) -> list[tuple[Tensor, bool]]:
+    """Exactly k neighbours per point from ``torch_cluster.knn`` (its own tie order), for each k.
+
+    Its tie order may depend on the query set, so ``rows`` keeps the rows of the whole search.
+    """
     del keep_ties, budget, check_edges  # exactly k: no ties kept, no blocks
     try:
         import torch_cluster
@@ -794,21 +936,29 @@ def _search_torch_cluster(
             "`pip install --no-build-isolation torch-cluster`"
         ) from err
     n = x.shape[0]
+    out = []
     constant = bool((x == x[0]).all())
-    if constant:
-        return _complete_graph(n, x.device), True
-    scale = _power_of_two_scale(_abs_max(x), 2.0**-20, 2.0**20)
-    xs = x * scale if scale != 1.0 else x
-    xc = xs - xs.mean(dim=0, keepdim=True)
-    query, nbr = torch_cluster.knn(xc, xc, k + 1)
-    keep = query != nbr
-    query, nbr = query[keep], nbr[keep]
-    order = torch.argsort(query, stable=True)
-    query, nbr = query[order], nbr[order]
-    keep = _ranks_within(query) < k
-    query, nbr = query[keep], nbr[keep]
-    order = torch.argsort(query * n + nbr)
-    return torch.stack([query[order], nbr[order]]), False
+    if not constant:
+        scale = _power_of_two_scale(_abs_max(x), 2.0**-20, 2.0**20)
+        xs = x * scale if scale != 1.0 else x
+        xc = xs - xs.mean(dim=0, keepdim=True)
+    for k in ks:
+        if constant:
+            edges = _complete_graph(n, x.device)
+        else:
+            query, nbr = torch_cluster.knn(xc, xc, k + 1)
+            keep = query != nbr
+            query, nbr = query[keep], nbr[keep]
+            order = torch.argsort(query, stable=True)
+            query, nbr = query[order], nbr[order]
+            keep = _ranks_within(query) < k
+            query, nbr = query[keep], nbr[keep]
+            order = torch.argsort(query * n + nbr)
+            edges = torch.stack([query[order], nbr[order]])
+        if rows is not None:
+            edges = edges[:, (edges[0] >= rows[0]) & (edges[0] < rows[1])]
+        out.append((edges, constant))
+    return out
 
 
 def _drop_farthest_unless_tied(
