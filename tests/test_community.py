@@ -219,11 +219,11 @@ def test_bad_labels() -> None:
         class_structure(edges, 3, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"`labels` must have shape .*\(got shape \(3, 1\)\)"):
         class_structure(edges, 3, torch.zeros(3, 1, dtype=torch.long))
-    with pytest.raises(TypeError, match=r"`labels` must hold integer class ids \(got torch.float32\)"):
+    with pytest.raises(TypeError, match=r"`labels` must hold integer class ids \(got dtype torch.float32\)"):
         class_structure(edges, 3, torch.tensor([0.0, 1.0, 1.0]))
-    with pytest.raises(TypeError, match=r"`labels` must hold integer class ids \(got torch.bool\)"):
+    with pytest.raises(TypeError, match=r"`labels` must hold integer class ids \(got dtype torch.bool\)"):
         class_structure(edges, 3, torch.tensor([True, False, True]))
-    with pytest.raises(ValueError, match=r"`labels` must be >= 0 \(got minimum -1\)"):
+    with pytest.raises(ValueError, match=r"`labels` must be non-negative class ids \(got -1\)"):
         class_structure(edges, 3, torch.tensor([0, -1, 1]))
     with pytest.raises(TypeError, match=r"`labels` must be a torch.Tensor .*\(got list\)"):
         class_structure(edges, 3, [0, 1, 1])  # type: ignore[arg-type]

@@ -66,8 +66,23 @@ def _int_kind(value: Any) -> str | None:
     return None
 
 
-def check_labels(labels: Any, n: int, device: torch.device) -> Tensor:
-    """Check [N] integer class ids on ``device`` (non-negative, any number of classes) and return them."""
+def check_labels(labels: Any, n: int, device: torch.device, *, where: str = "`layers`") -> Tensor:
+    """Check [N] integer class ids on ``device`` (non-negative, any number of classes); return them as long.
+
+    Args:
+        labels (Tensor): [N] integer (not bool) class ids, ``>= 0``.
+        n (int): N, the number of points.
+        device (torch.device): the device the labels must be on.
+        where (str): what ``device`` is the device of, for the message. Default: ``"`layers`"``.
+
+    Raises:
+        TypeError: ``labels`` is not a tensor, or not of an integer dtype.
+        ValueError: wrong shape, a negative id, or another device.
+
+    Example:
+        >>> check_labels(torch.tensor([0, 2, 1], dtype=torch.int32), 3, torch.device("cpu"))
+        tensor([0, 2, 1])
+    """
     if not isinstance(labels, Tensor):
         raise TypeError(
             "`labels` must be a torch.Tensor of [N] integer class ids, e.g. `torch.as_tensor(y)` "
@@ -79,10 +94,11 @@ def check_labels(labels: Any, n: int, device: torch.device) -> Tensor:
         )
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(
-            f"`labels` must have shape [N] = [{n}], one class per point (got shape {tuple(labels.shape)})"
+            f"`labels` must have shape [N] = [{n}], one class id per point, N = {n} "
+            f"(got shape {tuple(labels.shape)})"
         )
     if labels.device != device:
-        raise ValueError(f"`labels` must be on the device of `layers` ({device}) (got {labels.device})")
+        raise ValueError(f"`labels` must be on the device of {where} ({device}) (got {labels.device})")
     if labels.numel() and bool((labels < 0).any()):
         raise ValueError(f"`labels` must be non-negative class ids (got {int(labels.min())})")
     return labels.long()

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lightning_ricci.geometry._checks import check_int
+from lightning_ricci.geometry._checks import check_labels as _check_labels
 
 __all__ = ["ClassStructure", "check_labels", "class_structure", "class_structure_batched"]
 
@@ -56,7 +57,8 @@ class ClassStructure:
 
 
 def check_labels(labels: Any, num_points: int, device: torch.device) -> Tensor:
-    """Check class labels and return them as a [N] long tensor.
+    """Check class labels and return them as a [N] long tensor (the package's one labels validator,
+    :func:`lightning_ricci.geometry._checks.check_labels`, worded for a graph).
 
     Args:
         labels (Tensor): [N] integer (not bool) class ids, ``>= 0``, on ``device``.
@@ -69,22 +71,12 @@ def check_labels(labels: Any, num_points: int, device: torch.device) -> Tensor:
     Raises:
         TypeError: ``labels`` is not a tensor, or not of an integer dtype.
         ValueError: wrong shape, a negative id, or another device.
+
+    Example:
+        >>> check_labels(torch.tensor([1, 0, 1]), 3, torch.device("cpu"))
+        tensor([1, 0, 1])
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"`labels` must be a torch.Tensor of integer class ids (got {type(labels).__name__})")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"`labels` must hold integer class ids (got {labels.dtype})")
-    if labels.dim() != 1 or labels.shape[0] != num_points:
-        raise ValueError(
-            f"`labels` must have shape [N] with one class id per point, N = {num_points} "
-            f"(got shape {tuple(labels.shape)})"
-        )
-    if labels.device != device:
-        raise ValueError(f"`labels` must be on the device of the graph ({device}) (got {labels.device})")
-    out = labels.long()
-    if out.numel() and bool((out < 0).any()):
-        raise ValueError(f"`labels` must be >= 0 (got minimum {int(out.min())})")
-    return out
+    return _check_labels(labels, num_points, device, where="the graph")
 
 
 def _check_edges(edge_index: Any, num_layers: int, num_points: int) -> Tensor:
