@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
     runs = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for world in (1, 2):
             mp.spawn(_worker, args=(world, args.n, args.k, tmp), nprocs=world, join=True)
@@ -107,7 +108,11 @@ def main() -> None:
     for rank, r in enumerate(two):
         row(f"2 processes: rank {rank}", r)
     slowest = max(r["wall"] for r in two)
+    busiest = max(r["cpu"] for r in two)
     print(f"speed-up (wall, slowest rank): {one['wall'] / slowest:.2f}x; results identical on every rank")
+    print(f"speed-up (CPU s, busiest rank): {one['cpu'] / busiest:.2f}x")
+    load = ", ".join(f"{a:.2f} -> {b:.2f}" for a, b in zip(load_before, os.getloadavg()))
+    print(f"load average (1, 5, 15 min) before -> after: {load}")
 
 
 if __name__ == "__main__":

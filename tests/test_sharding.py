@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lightning_ricci import RicciFlowResult, RicciFlowScan, ricci_flow
+from lightning_ricci.geometry import knn as knn_module
+from lightning_ricci.geometry.knn import KnnEdgeBudgetWarning
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -40,11 +43,35 @@ def _split(layers: list[torch.Tensor], which: list[int], seed: int) -> list[torc
     return [x + far if i in which else x for i, x in enumerate(layers)]
 
 
+def _grid_layers() -> list[torch.Tensor]:
+    """An integer grid through integer maps: exact ties between distinct points, and duplicates."""
+    gen = torch.Generator().manual_seed(3)
+    layers = [torch.tensor([[float(i), float(j)] for i in range(10) for j in range(9)], dtype=torch.float64)]
+    for _ in range(3):
+        weight = torch.randint(-2, 3, (layers[-1].shape[1], 3), generator=gen).double()
+        layers.append(torch.relu(layers[-1] @ weight))
+    return layers
+
+
+def _budget_layers() -> list[torch.Tensor]:
+    """100 of 150 rows coincide in the middle layer: over the keep-ties edge budget at k = 3."""
+    layers = _mlp(150, seed=12, depth=2)
+    layers[1] = layers[1].clone()
+    layers[1][50:] = 0.0
+    return layers
+
+
 def _cases() -> list[tuple[str, list[torch.Tensor], Any, dict[str, Any]]]:
     """(name, layers, k, options), rebuilt identically in every process."""
     dead = _mlp(170, seed=3)
     dead[2] = dead[2].clone()
     dead[2][:50] = 0.0  # dead-ReLU duplicates: ties kept under baptista
+    tail = _mlp(160, seed=13, depth=3)
+    tail[1], tail[2] = tail[1].clone(), tail[2].clone()
+    tail[1][120:] = 0.0  # duplicates in the second rank's query rows only
+    tail[2][:30] = 0.0  # ... and in the first rank's only
+    constant = _mlp(90, seed=14, depth=3)
+    constant[2] = torch.zeros_like(constant[2])
     labels = (_mlp(150, seed=1)[0][:, 0] > 0).long()
     return [
         ("mlp_baptista", _mlp(150, seed=1), 7, {"curvature": "augmented_forman", "labels": labels}),
@@ -58,6 +85,13 @@ def _cases() -> list[tuple[str, list[torch.Tensor], Any, dict[str, Any]]]:
         # several BFS source blocks per rank
         ("small_budget", _split(_mlp(300, seed=9), [3], seed=10), 6, {"memory_budget": 1 << 16}),
         ("k_scan", _mlp(130, seed=11, depth=5), [4, 9, 6], {"labels": labels[:130] * 3}),
+        # each rank searches its share of every layer's query rows: shards that differ in kind
+        ("dead_rows_in_one_shard", tail, [2, 5], {}),
+        ("dead_rows_in_one_shard_hehl", tail, [2, 5], {"convention": "hehl"}),
+        ("grid_ties", _grid_layers(), [3, 8, 5], {}),
+        ("grid_ties_hehl", _grid_layers(), [3, 8, 5], {"convention": "hehl", "memory_budget": 1 << 16}),
+        ("three_layers", _mlp(101, seed=15, depth=2), 4, {}),  # an odd N: unequal shards
+        ("constant_layer", constant, [3, 6], {}),
     ]
 
 
@@ -65,10 +99,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
-        results = {
-            name: ricci_flow(layers, k, process_group=dist.group.WORLD, **options)
-            for name, layers, k, options in _cases()
-        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KnnEdgeBudgetWarning)  # the constant layer's complete graph
+            results = {
+                name: ricci_flow(layers, k, process_group=dist.group.WORLD, **options)
+                for name, layers, k, options in _cases()
+            }
+        results["budget_warnings"] = _budget_warnings(dist.group.WORLD)
         try:  # ranks that disagree on the data: a clear error on every rank, not a hang
             ricci_flow(_mlp(40 + rank, seed=0), 4, process_group=dist.group.WORLD)
             results["mismatch"] = "no error"
@@ -77,6 +114,16 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _budget_warnings(group: Any) -> list[str]:
+    """The edge-budget warnings of a keep-ties scan, with a fresh once-per-process flag."""
+    knn_module._edge_budget_warned = False
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        ricci_flow(_budget_layers(), [3, 40], process_group=group)
+    knn_module._edge_budget_warned = False
+    return [str(w.message) for w in record if issubclass(w.category, KnnEdgeBudgetWarning)]
 
 
 def _assert_same(got: RicciFlowResult, want: RicciFlowResult, where: str) -> None:
@@ -110,14 +157,18 @@ def test_every_rank_returns_the_single_process_result(sharded: list[dict[str, An
     cases = _cases()
     seen_excluded = seen_kept_disconnected = False
     for name, layers, k, options in cases:
-        want = ricci_flow(layers, k, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KnnEdgeBudgetWarning)
+            want = ricci_flow(layers, k, **options)
         for rank, results in enumerate(sharded):
             got = results[name]
             if isinstance(want, RicciFlowScan):
                 assert isinstance(got, RicciFlowScan) and got.ks == want.ks
                 for kk, g, w in zip(want.ks, got.results, want.results):
                     _assert_same(g, w, f"{name} k={kk} rank {rank}")
-                assert torch.equal(got.coefficients, want.coefficients)
+                torch.testing.assert_close(
+                    got.coefficients, want.coefficients, rtol=0, atol=0, equal_nan=True
+                )
             else:
                 _assert_same(got, want, f"{name} rank {rank}")
         if isinstance(want, RicciFlowResult) and want.convention == "baptista":
@@ -126,6 +177,13 @@ def test_every_rank_returns_the_single_process_result(sharded: list[dict[str, An
             seen_kept_disconnected |= disconnected and not want.excluded
     # The cases exercise the exclusion rule both ways.
     assert seen_excluded and seen_kept_disconnected
+
+
+def test_every_rank_warns_of_the_whole_graph_edge_count(sharded: list[dict[str, Any]]) -> None:
+    want = _budget_warnings(None)
+    assert len(want) == 1 and "(N = 150, k = 3)" in want[0]
+    for results in sharded:  # the count summed over the ranks' shards: the single-process message
+        assert results["budget_warnings"] == want
 
 
 def test_ranks_that_disagree_get_a_clear_error(sharded: list[dict[str, Any]]) -> None:
