@@ -70,7 +70,9 @@ class NeighbourOr:
             deg = ptr[1:] - ptr[:-1]
             num_pieces = torch.clamp((deg + width - 1) // width, min=1)
             total = int(num_pieces.sum())
-            piece_row = torch.repeat_interleave(torch.arange(rows, device=device), num_pieces, output_size=total)
+            piece_row = torch.repeat_interleave(
+                torch.arange(rows, device=device), num_pieces, output_size=total
+            )
             first_piece = num_pieces.cumsum(0) - num_pieces
             start = (torch.arange(total, device=device) - first_piece[piece_row]) * width
             fill = torch.clamp(deg[piece_row] - start, min=0, max=width)
