@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -43,7 +42,7 @@ from torch.utils.data import default_collate
 from typing_extensions import override
 
 from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, CaptureError, Reduce
-from lightning_ricci.carry import FLAGS, Carry, monitored_modes
+from lightning_ricci.carry import Carry, carried_message, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.pipeline import (
@@ -55,12 +54,14 @@ from lightning_ricci.pipeline import (
     Probe,
     default_k,
     degenerate_message,
+    excluded_message,
     expected_keys,
     first_result,
+    history_entry,
     make_probe,
     probe_from_dataset,
-    scalars,
 )
+from lightning_ricci.pipeline import payload as make_payload
 
 __all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
 
@@ -127,7 +128,8 @@ class RicciFlowMonitor(Callback):
     (``P ricci/coefficient``, ``P ricci/local_mean``, ``P ricci/local_negative_share``,
     ``P ricci/critical_layer``, ``P ricci/curvature/{layer}``, ``P ricci/geodesic_sum/{layer}``, and with
     labels ``P ricci/class/{modularity,normalized_cut,mixing,curvature_gap}`` of the last layer and
-    ``P ricci/class/{field}/{layer}``), plus the flags ``P ricci/excluded`` (1: the paper's coefficient
+    ``P ricci/class/{field}/{layer}``; with ``k=[...]`` ``P ricci/k/{k}/coefficient``, ``P ricci/k/spread``,
+    ``P ricci/k/sign_agreement``), plus the flags ``P ricci/excluded`` (1: the paper's coefficient
     is undefined and the connected-pairs value stands in), ``P ricci/failed`` (1: the measurement raised;
     warned once) and ``P ricci/carried`` (1: some value of this measurement was undefined or failed and
     was replaced).
@@ -515,13 +517,7 @@ class RicciFlowMonitor(Callback):
         cost = self.pipeline.estimate(dims, points, seconds_per_point)
         self._announce = cost.seconds > PROGRESS_SECONDS
         if cost.over_budget():
-            self._warn(
-                "cost",
-                f"a measurement of {points} probe points on {len(dims)} layers projects {cost.activation_mb:.3g} MB "
-                f"of activations and about {cost.seconds:.1f} s (forward {cost.forward_seconds:.1f} s, geometry "
-                f"{cost.geometry_seconds:.1f} s); lower `num_samples`, choose fewer `layers` or `max_layers`, or "
-                'pool more (`reduce="mean"`)',
-            )
+            self._warn("cost", cost.warning(points, len(dims)))
 
     def _probe_from_data(self, trainer: Trainer, stage: str) -> Probe:
         loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
@@ -569,7 +565,7 @@ class RicciFlowMonitor(Callback):
                     result = self.pipeline.compute(captured, warn=self._warn)
                 except Exception as err:  # noqa: BLE001 - the geometry must not stop training unless strict
                     error = err
-            payload = self._payload(result, captured, error)
+            payload = make_payload(result, captured, self.layer_names, error)
             payload["seconds"] = time.perf_counter() - start
             if result is not None:
                 self.last_result = first_result(result)
@@ -590,58 +586,21 @@ class RicciFlowMonitor(Callback):
         self._log(trainer, pl_module, payload, stage)
         self._announce = self._announce or payload["seconds"] > PROGRESS_SECONDS
 
-    def _payload(
-        self, measurement: Measurement | None, captured: Any, error: BaseException | None
-    ) -> dict[str, Any]:
-        if measurement is None:
-            return {"values": {}, "error": f"{type(error).__name__}: {error}", "reductions": {}, "extra": {}}
-        if captured is not None:
-            self.reductions = dict(captured.reductions)
-        result = first_result(measurement)
-        layer = getattr(result, "layer_coefficient", None)
-        if not isinstance(layer, torch.Tensor):
-            layer = result.__dict__.get("layer")
-        extra = {
-            "coefficient_paper": float(result.coefficient),
-            "coefficient_connected": float(result.coefficient_connected),
-            "layer": layer.detach().cpu().tolist() if isinstance(layer, torch.Tensor) else [],
-        }
-        return {
-            "values": scalars(measurement, self.layer_names),
-            "error": None,
-            "reductions": self.reductions,
-            "extra": extra,
-            "dims": [int(t.shape[1]) for t in captured.layers] if captured is not None else [],
-        }
-
     def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
         values: dict[str, float] = payload["values"]
         failed = payload["error"] is not None
-        measured = {k: v for k, v in values.items() if k not in FLAGS}
         labels = self._probe.labels if self._probe is not None else None
-        logged, carried = self._carry.step(
-            measured,
+        logged, carried = self._carry.settle(
+            values,
             expected_keys(self.layer_names, labels is not None, self._ks()),
             monitored_modes(trainer.callbacks, self.log_prefix),  # type: ignore[attr-defined]
             int(torch.unique(labels).numel()) if labels is not None else None,
+            failed,
         )
-        logged["ricci/excluded"] = values.get("ricci/excluded", 1.0)
-        logged["ricci/failed"] = float(failed)
-        logged["ricci/carried"] = float(bool(carried))
-        if carried and not payload["error"]:
-            self._warn(
-                "carried",
-                f"some values are undefined at this measurement ({', '.join(sorted(carried)[:4])}"
-                f"{', ...' if len(carried) > 4 else ''}); the last valid value of each is logged instead, with "
-                f"{self._key('ricci/carried')} = 1. Reported once.",
-            )
+        if carried and not failed:
+            self._warn("carried", carried_message(carried, self._key("ricci/carried")))
         elif values.get("ricci/excluded") == 1.0:
-            self._warn(
-                "excluded",
-                f"the {self.convention!r} coefficient is undefined (a kNN graph changed connectivity between "
-                "layers, or a series is constant); logging the both-layers-connected coefficient instead with "
-                f"{self._key('ricci/excluded')} = 1. Reported once.",
-            )
+            self._warn("excluded", excluded_message(self.convention, self._key("ricci/excluded")))
         sync = trainer.world_size > 1
         for key, value in logged.items():
             # Every rank holds the same broadcast numbers; "max" over equal values is exact and keeps
@@ -657,37 +616,14 @@ class RicciFlowMonitor(Callback):
             )
         if trainer.sanity_checking:
             return
-        self._carry.commit(measured, logged)
+        self._carry.commit(values, logged)
         fitting = trainer.state.fn == TrainerFn.FITTING
         if fitting and carried:  # EarlyStopping on a carried key: its coming check must not count this one
             self._carry.hold(trainer.callbacks, {self._key(k) for k in carried})  # type: ignore[attr-defined]
         step = _logged_step(trainer)
-        extra = payload["extra"]
-        self.history.append(
-            {
-                "epoch": int(trainer.current_epoch),
-                "global_step": step,
-                "stage": stage,
-                "coefficient": logged["ricci/coefficient"],
-                "coefficient_paper": extra.get("coefficient_paper", math.nan),
-                "coefficient_connected": extra.get("coefficient_connected", math.nan),
-                "excluded": bool(logged["ricci/excluded"]),
-                "failed": failed,
-                "carried": sorted(carried),
-                "local_mean": logged["ricci/local_mean"],
-                "local_negative_share": logged["ricci/local_negative_share"],
-                "critical_layer": int(values.get("ricci/critical_layer", -1))
-                if math.isfinite(values.get("ricci/critical_layer", math.nan))
-                else -1,
-                "curvature": {n: logged.get(f"ricci/curvature/{n}", math.nan) for n in self.layer_names},
-                "geodesic_sum": {
-                    n: logged.get(f"ricci/geodesic_sum/{n}", math.nan) for n in self.layer_names
-                },
-                "layer": extra.get("layer", []),
-                "reductions": dict(payload["reductions"]),
-                "seconds": float(payload["seconds"]),
-            }
-        )
+        self.reductions = dict(payload["reductions"]) or self.reductions
+        where = {"epoch": int(trainer.current_epoch), "global_step": step, "stage": stage}
+        self.history.append(history_entry(payload, logged, carried, self.layer_names, **where))
         if not failed and not self._described and payload.get("dims"):
             self._described = True
             rank_zero_info(

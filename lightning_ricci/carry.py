@@ -36,6 +36,7 @@ __all__ = [
     "FLAGS",
     "UNBOUNDED_WORST",
     "Carry",
+    "carried_message",
     "carry_forward",
     "key_family",
     "monitored_modes",
@@ -182,6 +183,20 @@ def carry_forward(
     return logged, carried
 
 
+def carried_message(carried: set[str], flag: str) -> str:
+    """The warning for values undefined at a measurement that did not fail (``flag``: the prefixed
+    ``ricci/carried`` key).
+
+    >>> carried_message({"ricci/b", "ricci/a"}, "ricci/carried")[:52]
+    'some values are undefined at this measurement (ricci'
+    """
+    names = ", ".join(sorted(carried)[:4]) + (", ..." if len(carried) > 4 else "")
+    return (
+        f"some values are undefined at this measurement ({names}); the last valid value of each is logged "
+        f"instead, with {flag} = 1. Reported once."
+    )
+
+
 class Carry:
     """The state behind :func:`carry_forward` across measurements, and the patience holds.
 
@@ -213,9 +228,32 @@ class Carry:
         every = [k for k in dict.fromkeys([*keys, *self.logged_keys]) if k not in FLAGS]
         return carry_forward(values, self.last_valid, every, modes, num_classes)
 
+    def settle(
+        self,
+        values: Mapping[str, float],
+        keys: Sequence[str],
+        modes: Mapping[str, Mode] | None = None,
+        num_classes: int | None = None,
+        failed: bool = False,
+    ) -> tuple[dict[str, float], set[str]]:
+        """:meth:`step` on the values of ``values`` plus the flags: ``ricci/excluded`` (1.0 where
+        ``values`` has no such flag), ``ricci/failed`` and ``ricci/carried``; returns what to log.
+
+        >>> logged, carried = Carry().settle({"ricci/coefficient": float("nan")}, [], failed=False)
+        >>> logged
+        {'ricci/coefficient': 1.0, 'ricci/excluded': 1.0, 'ricci/failed': 0.0, 'ricci/carried': 1.0}
+        """
+        measured = {k: v for k, v in values.items() if k not in FLAGS}
+        logged, carried = self.step(measured, keys, modes, num_classes)
+        logged["ricci/excluded"] = values.get("ricci/excluded", 1.0)
+        logged["ricci/failed"] = float(failed)
+        logged["ricci/carried"] = float(bool(carried))
+        return logged, carried
+
     def commit(self, measured: Mapping[str, float], logged: Iterable[str]) -> None:
-        """Remember the finite values of a measurement (not the sanity check's) and the keys logged."""
-        self.last_valid.update({k: v for k, v in measured.items() if math.isfinite(v)})
+        """Remember the finite values of a measurement (not the sanity check's; flags ignored) and the
+        keys logged."""
+        self.last_valid.update({k: v for k, v in measured.items() if math.isfinite(v) and k not in FLAGS})
         self.logged_keys = list(dict.fromkeys([*self.logged_keys, *(k for k in logged if k not in FLAGS)]))
 
     def hold(self, callbacks: Iterable[Any], monitored: set[str]) -> None:

@@ -86,6 +86,9 @@ __all__ = [
     "Probe",
     "default_k",
     "degenerate_message",
+    "excluded_message",
+    "history_entry",
+    "payload",
     "eager",
     "eval_mode",
     "check_k",
@@ -582,6 +585,15 @@ class Cost:
         """Whether it exceeds :data:`ACTIVATION_BUDGET_MB` or :data:`TIME_BUDGET_S`."""
         return self.activation_mb > ACTIVATION_BUDGET_MB or self.seconds > TIME_BUDGET_S
 
+    def warning(self, num_points: int, num_layers: int) -> str:
+        """The cost guard's warning: the numbers and the knobs."""
+        return (
+            f"a measurement of {num_points} probe points on {num_layers} layers projects {self.activation_mb:.3g} "
+            f"MB of activations and about {self.seconds:.1f} s (forward {self.forward_seconds:.1f} s, geometry "
+            f"{self.geometry_seconds:.1f} s); lower `num_samples`, choose fewer `layers` or `max_layers`, or pool "
+            'more (`reduce="mean"`)'
+        )
+
 
 class Pipeline:
     """The measurement configuration and its steps (see the module docstring).
@@ -1040,3 +1052,83 @@ def expected_keys(layer_names: Sequence[str], labels: bool, ks: Sequence[int] | 
     if ks is not None:
         keys += [*(f"ricci/k/{k}/coefficient" for k in ks), "ricci/k/spread", "ricci/k/sign_agreement"]
     return keys
+
+
+def excluded_message(convention: str, flag: str) -> str:
+    """The warning for a measurement whose paper coefficient is undefined (``flag``: the prefixed
+    ``ricci/excluded`` key).
+
+    >>> excluded_message("hehl", "ricci/excluded")[:38]
+    "the 'hehl' coefficient is undefined (a"
+    """
+    return (
+        f"the {convention!r} coefficient is undefined (a kNN graph changed connectivity between layers, or a "
+        f"series is constant); logging the both-layers-connected coefficient instead with {flag} = 1. "
+        "Reported once."
+    )
+
+
+def payload(
+    measurement: Measurement | None,
+    captured: Captured | None,
+    layer_names: Sequence[str],
+    error: BaseException | None = None,
+) -> dict[str, Any]:
+    """What one measurement gives to log, as plain picklable values (the monitor broadcasts it).
+
+    Keys: ``values`` (:func:`scalars`; empty on failure), ``error`` (``"Type: message"`` or None),
+    ``reductions`` (layer name -> reduction), ``extra`` (``coefficient_paper``,
+    ``coefficient_connected``, ``layer``: the layer coefficients, of the first k's result) and ``dims``
+    (D_l of the captured layers).
+
+    >>> payload(None, None, [], RuntimeError("boom"))["error"]
+    'RuntimeError: boom'
+    """
+    if measurement is None:
+        failed = f"{type(error).__name__}: {error}"
+        return {"values": {}, "error": failed, "reductions": {}, "extra": {}, "dims": []}
+    result = first_result(measurement)
+    extra = {
+        "coefficient_paper": float(result.coefficient),
+        "coefficient_connected": float(result.coefficient_connected),
+        "layer": [float(v) for v in result.layer_coefficient.detach().cpu().tolist()],
+    }
+    return {
+        "values": scalars(measurement, layer_names),
+        "error": None,
+        "reductions": dict(captured.reductions) if captured is not None else {},
+        "extra": extra,
+        "dims": [int(t.shape[1]) for t in captured.layers] if captured is not None else [],
+    }
+
+
+def history_entry(
+    sent: Mapping[str, Any],
+    logged: Mapping[str, float],
+    carried: set[str],
+    layer_names: Sequence[str],
+    **where: Any,
+) -> dict[str, Any]:
+    """The monitor's history entry of one measurement: ``where`` (``epoch``, ``global_step``, ``stage``)
+    and the numbers of its :func:`payload` ``sent`` and of what was ``logged`` (see
+    :class:`~lightning_ricci.RicciFlowMonitor`'s ``history``).
+    """
+    values, extra = sent["values"], sent["extra"]
+    critical = values.get("ricci/critical_layer", math.nan)
+    return {
+        **where,
+        "coefficient": logged["ricci/coefficient"],
+        "coefficient_paper": extra.get("coefficient_paper", math.nan),
+        "coefficient_connected": extra.get("coefficient_connected", math.nan),
+        "excluded": bool(logged["ricci/excluded"]),
+        "failed": sent["error"] is not None,
+        "carried": sorted(carried),
+        "local_mean": logged["ricci/local_mean"],
+        "local_negative_share": logged["ricci/local_negative_share"],
+        "critical_layer": int(critical) if math.isfinite(critical) else -1,
+        "curvature": {n: logged.get(f"ricci/curvature/{n}", math.nan) for n in layer_names},
+        "geodesic_sum": {n: logged.get(f"ricci/geodesic_sum/{n}", math.nan) for n in layer_names},
+        "layer": list(extra.get("layer", [])),
+        "reductions": dict(sent["reductions"]),
+        "seconds": float(sent["seconds"]),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ from lightning_ricci.capture import (
 from lightning_ricci.pipeline import (
     Pipeline,
     degenerate_message,
+    history_entry,
     make_probe,
+    payload,
     scalars,
 )
 
@@ -318,3 +321,47 @@ def test_keyword_inputs_and_forward_fn() -> None:
             h = block(h)
             layers.append(h.flatten(1))
     torch.testing.assert_close(via_dict.total_curvature, ricci_flow(layers, 5).total_curvature)
+
+
+def test_payload_and_history_entry_of_a_scan_and_of_a_failure() -> None:
+    g = torch.Generator().manual_seed(1)
+    layers = [torch.randn(40, 3, generator=g) for _ in range(5)]
+    names = ["input", "a", "b", "c", "d"]
+    pipeline = Pipeline(k=[6, 4])
+    captured = pipeline_captured(layers, names)
+    scan = pipeline.compute(captured)
+    sent = payload(scan, captured, names)
+    first = ricci_flow(layers, 6)  # the first k, alone
+    assert sent["error"] is None and sent["dims"] == [3] * 5 and sent["reductions"] == captured.reductions
+    assert sent["values"] == scalars(scan, names)
+    assert sent["extra"]["layer"] == pytest.approx(first.layer_coefficient.tolist(), nan_ok=True)
+    assert sent["extra"]["coefficient_paper"] == pytest.approx(first.coefficient, nan_ok=True)
+    sent["seconds"] = 0.5
+    logged = {k: (v if math.isfinite(v) else -7.0) for k, v in sent["values"].items()}
+    entry = history_entry(sent, logged, {"ricci/x"}, names, epoch=3, global_step=12, stage="validate")
+    assert list(entry)[:3] == ["epoch", "global_step", "stage"] and entry["epoch"] == 3
+    assert entry["coefficient"] == logged["ricci/coefficient"] and entry["carried"] == ["ricci/x"]
+    assert entry["curvature"]["b"] == pytest.approx(float(first.total_curvature[2]))
+    assert entry["critical_layer"] == first.critical_layer and not entry["failed"]
+
+    failed = payload(None, None, names, RuntimeError("boom"))
+    assert failed["error"] == "RuntimeError: boom" and failed["values"] == {}
+    failed["seconds"] = 0.1
+    entry = history_entry(
+        failed,
+        {
+            "ricci/coefficient": 1.0,
+            "ricci/excluded": 1.0,
+            "ricci/local_mean": 1.0,
+            "ricci/local_negative_share": 0.0,
+        },
+        set(),
+        names,
+    )
+    assert entry["failed"] and math.isnan(entry["coefficient_paper"]) and entry["critical_layer"] == -1
+
+
+def pipeline_captured(layers: list[torch.Tensor], names: list[str]) -> Any:
+    from lightning_ricci.pipeline import Captured
+
+    return Captured(names, layers, {name: "flatten" for name in names})
