@@ -12,9 +12,7 @@ import math
 import pytest
 import torch
 
-from lightning_ricci import RicciFlowResult, RicciFlowScan, knn_graph, ricci_flow
-from lightning_ricci.geometry.flow import _edge_sq_distances, _smaller_k
-from lightning_ricci.geometry.knn import knn_edges
+from lightning_ricci import RicciFlowResult, RicciFlowScan, ricci_flow
 
 
 def _mlp(n: int = 120, dim: int = 5, depth: int = 4, seed: int = 0) -> list[torch.Tensor]:
@@ -96,23 +94,6 @@ def test_every_k_of_a_scan_equals_a_separate_call(convention: str, data: str) ->
     assert isinstance(scan, RicciFlowScan) and scan.ks == ks and len(scan.results) == len(ks)
     for k, got in zip(ks, scan.results):
         _assert_same(got, ricci_flow(layers, k, convention=convention, curvature="augmented_forman"))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("keep_ties", [True, False])
-def test_smaller_k_graphs_equal_the_search_on_tied_data(keep_ties: bool) -> None:
-    gen = torch.Generator().manual_seed(11)
-    clouds = [
-        torch.randint(0, 4, (90, 2), generator=gen).double(),  # many duplicates and ties
-        torch.randint(-3, 4, (70, 3), generator=gen).float(),
-        torch.randn(60, 6, generator=gen),
-    ]
-    for x in clouds:
-        top = 12
-        edges, constant = knn_edges(x, top, keep_ties=keep_ties)
-        sq = _edge_sq_distances(x, edges)
-        for k in range(1, top):
-            got, _, _ = _smaller_k(edges, constant, sq, x.shape[0], k, keep_ties)
-            assert torch.equal(got, knn_graph(x, k, ties="keep" if keep_ties else "first")), k
 
 
 def test_scan_summary_follows_the_monitor_rule() -> None:

@@ -23,7 +23,7 @@ from lightning_ricci.geometry.coefficients import pearson
 from lightning_ricci.geometry.community import class_structure_batched
 from lightning_ricci.geometry.conventions import CONVENTION_SPECS, CONVENTIONS, Convention, ConventionSpec
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
-from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, exact_sq_distances, knn_edges_scan
+from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend, knn_edges_scan
 from lightning_ricci.geometry.result import CurvatureKind, RicciFlowResult, RicciFlowScan
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CONVENTIONS", "ricci_flow"]
 
-_KnnLayer = tuple[Tensor, bool, "Tensor | None"]  # edges [2, E_l], all points coincide, squared distances
 
 
 @overload
@@ -367,46 +366,3 @@ def _knn_whole_layers(
     return [
         [(shared[i][layer][0], shared[i][layer][1]) for i in range(len(ks))] for layer in range(len(flat))
     ]
-
-
-def _edge_sq_distances(x: Tensor, edges: Tensor) -> Tensor:
-    """[E] squared distances of the edges by the kNN's own float64 difference formula (which decides its
-    ties), rescaled by a power of two where float64 differences or squares would overflow or underflow
-    (which changes no comparison): :func:`~lightning_ricci.geometry.knn.exact_sq_distances`."""
-    return exact_sq_distances(x, edges[0], edges[1])
-
-
-def _smaller_k(
-    edges: Tensor, constant: bool, sq: Tensor | None, n: int, k: int, keep_ties: bool
-) -> _KnnLayer:
-    """The kNN graph of a smaller ``k`` read off a larger k's graph ``edges`` and its squared distances.
-
-    For a graph at hand without its search (a scan decides every k inside the search instead,
-    :func:`~lightning_ricci.geometry.knn.knn_edges_scan`, without the distances of all the edges).
-
-    Every point keeps its neighbours in the order (distance, index): the first k (exactly-k rule), or
-    every one at a distance <= its k-th (keep-ties rule). The larger graph holds all of them, ties
-    included, since a larger k-th distance is >= a smaller one. A layer whose points all coincide keeps
-    the complete graph, as the search gives it at every k.
-    """
-    if constant:
-        return edges, constant, sq
-    assert sq is not None
-    i, j = edges[0], edges[1]
-    order = torch.argsort(sq, stable=True)  # edges come sorted by (i, j): ties stay in index order
-    order = order[torch.argsort(i[order], stable=True)]
-    i, j, d = i[order], j[order], sq[order]
-    pos = torch.arange(i.numel(), device=i.device)
-    first = torch.zeros(n, dtype=torch.long, device=i.device)
-    first = first.scatter_reduce_(0, i, pos, reduce="amin", include_self=False)
-    rank = pos - first[i]
-    if keep_ties:
-        kth = torch.full_like(first, -1, dtype=d.dtype)
-        at_k = rank == k - 1
-        kth[i[at_k]] = d[at_k]
-        keep = d <= kth[i]
-    else:
-        keep = rank < k
-    i, j, d = i[keep], j[keep], d[keep]
-    order = torch.argsort(i * n + j)
-    return torch.stack([i[order], j[order]]), constant, d[order]
