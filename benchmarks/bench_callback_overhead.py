@@ -86,11 +86,16 @@ def _timed(fn: Callable[[], None]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=1000, help="training points per epoch")
     parser.add_argument("--epochs", type=int, default=21, help="epochs per run (the first is not timed)")
     parser.add_argument(
-        "--log-figures", type=int, default=10, help="RicciFlowMonitor(log_figures=...): 1 draws every measurement"
+        "--log-figures",
+        type=int,
+        default=10,
+        help="RicciFlowMonitor(log_figures=...): 1 draws every measurement",
     )
     args = parser.parse_args()
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -98,7 +103,9 @@ def main() -> None:
     means: dict[tuple[bool, bool], float] = {}
     monitor, model = RicciFlowMonitor(log_figures=args.log_figures), None
     for tensorboard in (False, True):
-        means[False, tensorboard] = statistics.mean(run(args.train, args.epochs, None, accelerator, tensorboard)[0])
+        means[False, tensorboard] = statistics.mean(
+            run(args.train, args.epochs, None, accelerator, tensorboard)[0]
+        )
         monitor = RicciFlowMonitor(log_figures=args.log_figures)
         times, model = run(args.train, args.epochs, monitor, accelerator, tensorboard)
         means[True, tensorboard] = statistics.mean(times)
@@ -132,9 +139,13 @@ def main() -> None:
         where = "peak resident memory it adds (Linux VmHWM, median of 3 after a warm-up evaluation)"
     held = sum(a.numel() * a.element_size() for a in acts) / 2**20
 
-    print(f"device: {accelerator}, torch threads: {torch.get_num_threads()}, train points per epoch: {args.train}")
+    print(
+        f"device: {accelerator}, torch threads: {torch.get_num_threads()}, train points per epoch: {args.train}"
+    )
     print(f"probe: {result.num_points} points, {result.num_layers} layers, k = {result.k}")
-    print(f"| logger | mean epoch s, without monitor | with RicciFlowMonitor(log_figures={args.log_figures}) | share |")
+    print(
+        f"| logger | mean epoch s, without monitor | with RicciFlowMonitor(log_figures={args.log_figures}) | share |"
+    )
     print("| --- | --- | --- | --- |")
     for tensorboard, name in ((False, "none"), (True, "TensorBoard")):
         plain, monitored = means[False, tensorboard], means[True, tensorboard]

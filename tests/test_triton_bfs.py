@@ -211,7 +211,9 @@ def test_auto_checks_the_kernel_against_torch_first(monkeypatch: pytest.MonkeyPa
     )
     calls = []
 
-    def levels(ptr: torch.Tensor, col: torch.Tensor, frontier: torch.Tensor, unvisited: torch.Tensor, **kw: int) -> list[torch.Tensor]:
+    def levels(
+        ptr: torch.Tensor, col: torch.Tensor, frontier: torch.Tensor, unvisited: torch.Tensor, **kw: int
+    ) -> list[torch.Tensor]:
         calls.append(frontier.shape)
         planes = geodesics._torch_levels(NeighbourOr(ptr, col), frontier, unvisited, **kw)
         if wrong:
