@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import pytest
 import torch
+from _results import assert_same
 from torch import nn
 
 from lightning_ricci import AnalysisResult, RicciFlowResult, analyze, critical_depth, ricci_flow
@@ -34,19 +34,6 @@ def manual_layers(net: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
             if isinstance(module, (nn.ReLU, nn.Sigmoid)):
                 out.append(h)
     return out
-
-
-def assert_same(a: RicciFlowResult, b: RicciFlowResult) -> None:
-    for field in dataclasses.fields(RicciFlowResult):
-        x, y = getattr(a, field.name), getattr(b, field.name)
-        if isinstance(x, torch.Tensor):
-            assert torch.equal(x.nan_to_num(9.0), y.nan_to_num(9.0)), field.name
-        elif isinstance(x, tuple):
-            assert all(torch.equal(p, q) for p, q in zip(x, y)), field.name
-        elif isinstance(x, float) and math.isnan(x):
-            assert math.isnan(y), field.name
-        else:
-            assert x == y, field.name
 
 
 @pytest.mark.parametrize("convention", ["baptista", "hehl"])

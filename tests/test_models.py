@@ -7,18 +7,17 @@ giving the monitor's numbers on the same model.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _results import assert_same
 from lightning.pytorch import Trainer
 from model_zoo import ZOO, make_circles_mlp, make_gcn, make_gcn_stack
 from torch import nn
 
-from lightning_ricci import RicciFlowMonitor, RicciFlowResult, analyze
+from lightning_ricci import RicciFlowMonitor, analyze
 
 #: family -> (layer names after "input", reductions of the test-size model by the documented rule)
 EXPECTED: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -102,19 +101,6 @@ def fit(model: Any, tmp_path: Path, monitor: RicciFlowMonitor, **kwargs: Any) ->
     trainer = Trainer(callbacks=[monitor], **options)
     trainer.fit(model)
     return trainer
-
-
-def assert_same(a: RicciFlowResult, b: RicciFlowResult) -> None:
-    for field in dataclasses.fields(RicciFlowResult):
-        x, y = getattr(a, field.name), getattr(b, field.name)
-        if isinstance(x, torch.Tensor):
-            assert torch.equal(x.nan_to_num(9.0), y.nan_to_num(9.0)), field.name
-        elif isinstance(x, tuple):
-            assert all(torch.equal(p, q) for p, q in zip(x, y)), field.name
-        elif isinstance(x, float) and math.isnan(x):
-            assert math.isnan(y), field.name
-        else:
-            assert x == y, field.name
 
 
 @pytest.mark.parametrize("family", list(EXPECTED))
