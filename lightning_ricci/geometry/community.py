@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_ricci.geometry._checks import check_int
+from lightning_ricci.geometry._checks import check_edge_index, check_int
 from lightning_ricci.geometry._checks import check_labels as _check_labels
 
 __all__ = ["ClassStructure", "check_labels", "class_structure", "class_structure_batched"]
@@ -79,20 +79,12 @@ def check_labels(labels: Any, num_points: int, device: torch.device) -> Tensor:
     return _check_labels(labels, num_points, device, where="the graph")
 
 
-def _check_edges(edge_index: Any, num_layers: int, num_points: int) -> Tensor:
+def _check_edges(edges: Any, num_layers: int, num_points: int) -> Tensor:
     """Check [2, E] long undirected edges, each once, no self-loops, both ends in the same layer."""
     rows = num_layers * num_points
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(f"`edge_index` must be a torch.Tensor (got {type(edge_index).__name__})")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"`edge_index` must have shape [2, E] (got {tuple(edge_index.shape)})")
-    if edge_index.dtype != torch.long:
-        raise TypeError(f"`edge_index` must be torch.long (got {edge_index.dtype})")
+    edge_index = check_edge_index(edges, rows)
     if edge_index.shape[1] == 0:
         return edge_index
-    lo, hi = int(edge_index.min()), int(edge_index.max())
-    if lo < 0 or hi >= rows:
-        raise ValueError(f"`edge_index` must hold node indices in [0, {rows}) (got {lo}..{hi})")
     a, b = edge_index
     if bool((a == b).any()):
         raise ValueError(f"`edge_index` must not contain self-loops (got {int((a == b).sum())})")
