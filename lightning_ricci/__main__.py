@@ -33,6 +33,8 @@ import torch
 
 from lightning_ricci.geometry import ricci_flow
 from lightning_ricci.geometry._checks import check_int
+from lightning_ricci.geometry.conventions import CONVENTIONS
+from lightning_ricci.geometry.curvature import EDGE_CURVATURES
 from lightning_ricci.geometry.result import RicciFlowResult
 from lightning_ricci.io import load_activations
 from lightning_ricci.pipeline import default_k, scalars
@@ -265,6 +267,21 @@ def _check_out(out: Path) -> None:
             return
 
 
+def _labels(acts: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """Take the entry ``name`` out of the loaded layers as [N] long class ids (the loader made it float)."""
+    if name not in acts:
+        raise ValueError(f"`--labels` names no entry of the file (got {name!r}; entries: {', '.join(acts)})")
+    values = acts.pop(name)
+    if values.shape[1] != 1:
+        raise ValueError(
+            f"`--labels` entry {name!r} must hold one value per point (got shape [N, {values.shape[1]}])"
+        )
+    values = values[:, 0]
+    if not bool((values == values.round()).all()) or bool((values < 0).any()):
+        raise ValueError(f"`--labels` entry {name!r} must hold non-negative integer class ids")
+    return values.long()
+
+
 def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -275,12 +292,16 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--k", type=_k_option, help="neighbours per point (default: 5%% of N, within [5, 50] and below N)"
     )
-    parser.add_argument("--convention", choices=("baptista", "hehl"), default="baptista")
-    parser.add_argument(
-        "--curvature", choices=("forman", "augmented_forman", "approx_ollivier"), default="forman"
-    )
+    parser.add_argument("--convention", choices=CONVENTIONS, default="baptista")
+    parser.add_argument("--curvature", choices=EDGE_CURVATURES, default="forman")
     parser.add_argument(
         "--layers", nargs="+", metavar="NAME", help="layers to use, in order (names or comma-separated lists)"
+    )
+    parser.add_argument(
+        "--labels",
+        metavar="NAME",
+        help="an entry of the file holding the [N] integer class ids of the points (not a layer): adds "
+        "the class structure of every layer graph (modularity, normalized cut, mixing, curvature gap)",
     )
     parser.add_argument(
         "--out",
@@ -316,6 +337,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     layers = None
     if args.layers:
         layers = [name for entry in args.layers for name in entry.split(",") if name]
+        if args.labels is not None and args.labels not in layers:
+            layers.append(args.labels)
     stages = ["load", "ricci_flow", *(["figures"] if args.out is not None else [])]
     started = time.perf_counter()
     written: list[Path] = []
@@ -330,6 +353,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                     acts = load_activations(args.file, layers)
             else:
                 acts = load_activations(args.file, layers)
+            labels = _labels(acts, args.labels) if args.labels is not None else None
             names, tensors = list(acts), list(acts.values())
             num_points = tensors[0].shape[0]
             if progress is None:
@@ -343,7 +367,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             if any(t.dtype == torch.float64 for t in tensors):
                 tensors = [t.double() for t in tensors]
             with progress.stage(f"ricci_flow on {len(names)} layers x {num_points} points (k={k})"):
-                result = ricci_flow(tensors, k, convention=args.convention, curvature=args.curvature)
+                result = ricci_flow(
+                    tensors, k, convention=args.convention, curvature=args.curvature, labels=labels
+                )
             info = summary(result, names, str(args.file))
             if args.out is not None:
                 with progress.stage(f"figures -> {args.out}"):

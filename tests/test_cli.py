@@ -54,6 +54,40 @@ def test_cli_table_matches_ricci_flow(npz: Path, capsys: pytest.CaptureFixture[s
         assert row in out
 
 
+def test_cli_labels_give_the_class_structure_of_ricci_flow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nx = pytest.importorskip("networkx")
+    layers = activations()
+    labels = (layers[0][:, 0] > 0).long()
+    path = tmp_path / "acts.npz"
+    np.savez(path, **{name: t.numpy() for name, t in zip(NAMES, layers)}, y=labels.numpy())
+    assert main([str(path), "--k", "8", "--labels", "y", "--layers", "input,h1,h2,h3,h4", "--json"]) == 0
+    logged = json.loads(capsys.readouterr().out)["logged"]
+    expected = ricci_flow(layers, 8, labels=labels)
+    assert expected.class_modularity is not None
+    assert logged["ricci/class/modularity"] == pytest.approx(float(expected.class_modularity[-1]), abs=1e-12)
+    assert logged["ricci/class/mixing/h2"] == pytest.approx(float(expected.class_mixing[2]), abs=1e-12)
+    # independently: networkx modularity of the last layer's undirected union graph
+    last = expected.edge_index[-1]
+    graph = nx.Graph()
+    graph.add_nodes_from(range(N))
+    graph.add_edges_from(map(tuple, last.T.tolist()))
+    parts = [set(torch.nonzero(labels == c).flatten().tolist()) for c in (0, 1)]
+    assert logged["ricci/class/modularity"] == pytest.approx(nx.community.modularity(graph, parts), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [("nope", "names no entry"), ("h1", "one value per point"), ("input", "one value per point")],
+)
+def test_cli_bad_labels_exit_2(
+    npz: Path, entry: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(npz), "--labels", entry]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cli_json_pt_list_and_dict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     layers = activations(1)
     expected = ricci_flow(layers, default_k := 6)
