@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["CONVENTIONS", "ricci_flow"]
 
 
-
 @overload
 def ricci_flow(
     layers: Sequence[Tensor],
