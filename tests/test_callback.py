@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import glob
 import math
@@ -623,6 +624,13 @@ def test_bf16_mixed_precision(tmp_path: Path) -> None:
     )
 
 
+def logged_failed(logger: CSVLogger) -> list[float]:
+    """The ``ricci/failed`` value of every logged measurement, in order (from the CSV file)."""
+    logger.save()
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        return [float(row["ricci/failed"]) for row in csv.DictReader(handle) if row.get("ricci/failed")]
+
+
 def test_compiled_model(tmp_path: Path) -> None:
     try:
         from torch._dynamo.utils import counters
@@ -637,7 +645,8 @@ def test_compiled_model(tmp_path: Path) -> None:
     counters.clear()
     monitor = RicciFlowMonitor(probe=circles(64, 3)[0], layers=HIDDEN, k=5)
     model = Compiled()
-    trainer = make_trainer(tmp_path, [monitor], max_epochs=3)
+    logger = CSVLogger(str(tmp_path), name="csv")
+    trainer = make_trainer(tmp_path, [monitor], logger=logger, max_epochs=3)
     try:
         trainer.fit(model)
     except RuntimeError as err:  # pragma: no cover - platforms without dynamo
@@ -647,6 +656,7 @@ def test_compiled_model(tmp_path: Path) -> None:
     assert monitor.layer_names == ["input", *HIDDEN]  # `_orig_mod.` normalised away
     assert len(monitor.history) == 3
     assert [h["failed"] for h in monitor.history] == [False, False, False]
+    assert logged_failed(logger) == [0.0, 0.0, 0.0]  # every measurement succeeded, as logged
     plain = TinyNet()
     plain.net.load_state_dict(model.net._orig_mod.state_dict())  # the same weights, not compiled
     reference = ricci_flow(reference_layers(plain, circles(64, 3)[0], HIDDEN), 5)
@@ -659,10 +669,13 @@ def test_compiled_model(tmp_path: Path) -> None:
 def test_compiled_lightning_module(tmp_path: Path) -> None:
     monitor = RicciFlowMonitor(probe=circles(64, 3)[0], k=5)
     compiled = torch.compile(TinyNet(), backend="eager")
-    trainer = make_trainer(tmp_path, [monitor])
+    logger = CSVLogger(str(tmp_path), name="csv")
+    trainer = make_trainer(tmp_path, [monitor], logger=logger)
     trainer.fit(compiled)
     assert monitor.layer_names == ["input", *HIDDEN]
     assert len(monitor.history) == 2
+    assert [h["failed"] for h in monitor.history] == [False, False]
+    assert logged_failed(logger) == [0.0, 0.0]  # every measurement succeeded, as logged
 
 
 def test_validate_and_shared_activation(tmp_path: Path) -> None:
