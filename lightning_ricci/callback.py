@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping
@@ -47,6 +48,7 @@ from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.pipeline import (
     INPUT_LAYER,
+    Captured,
     ForwardFn,
     LayerSpec,
     Measurement,
@@ -200,9 +202,9 @@ class RicciFlowMonitor(Callback):
             Default: ``"val_mask"``.
 
     Attributes:
-        last_result (RicciFlowResult | None): the latest result (global rank 0 only; with ``k=[...]``
-            the first k's).
-        last_scan (RicciFlowScan | None): with ``k=[...]``, the latest scan (global rank 0 only).
+        last_result (RicciFlowResult | None): the latest result (with ``k=[...]`` the first k's); under
+            distributed training on every rank that shared the computation, else on global rank 0 only.
+        last_scan (RicciFlowScan | None): with ``k=[...]``, the latest scan (same ranks).
         layer_names (list[str]): the L layer names, ``"input"`` first.
         reductions (dict[str, str]): layer name -> reduction applied.
         layer_rule (str): ``"blocks"``, ``"activations"``, ``"children"``, ``"names"`` or ``"selected"``.
@@ -221,8 +223,10 @@ class RicciFlowMonitor(Callback):
     the monitor will never measure during fit.
 
     Distributed training: the probe forward runs on every rank (under FSDP and DeepSpeed ZeRO-3 the
-    forward is a collective), ``ricci_flow`` on global rank 0 only, and the logged numbers are broadcast
-    and logged on every rank, so ``EarlyStopping`` stops all ranks at the same epoch. A probe forward that
+    forward is a collective), and ``ricci_flow`` shares its work between the ranks
+    (``process_group=torch.distributed.group.WORLD``: each rank searches its share of every layer's kNN
+    query rows and BFS sources; gloo on the CPU, NCCL on CUDA; otherwise global rank 0 computes alone).
+    Rank 0's numbers are broadcast and logged on every rank, so ``EarlyStopping`` stops all ranks at the same epoch. A probe forward that
     raises (an error of the model itself, not of the capture) is re-raised: it is the one fatal case,
     since the other ranks may be inside the same collective forward.
 
@@ -558,18 +562,19 @@ class RicciFlowMonitor(Callback):
         except CaptureError as err:
             error = err
         payload: dict[str, Any] | None = None
+        result: Measurement | None = None
+        group = self._process_group(trainer, captured)
+        if captured is not None and (group is not None or trainer.is_global_zero):
+            try:
+                result = self.pipeline.compute(captured, warn=self._warn, process_group=group)
+            except Exception as err:  # noqa: BLE001 - the geometry must not stop training unless strict
+                error = err
+        if result is not None:
+            self.last_result = first_result(result)
+            self.last_scan = result if isinstance(result, RicciFlowScan) else None
         if trainer.is_global_zero:
-            result: Measurement | None = None
-            if captured is not None:
-                try:
-                    result = self.pipeline.compute(captured, warn=self._warn)
-                except Exception as err:  # noqa: BLE001 - the geometry must not stop training unless strict
-                    error = err
             payload = make_payload(result, captured, self.layer_names, error)
             payload["seconds"] = time.perf_counter() - start
-            if result is not None:
-                self.last_result = first_result(result)
-                self.last_scan = result if isinstance(result, RicciFlowScan) else None
         payload = trainer.strategy.broadcast(payload, src=0)
         assert payload is not None
         if payload["error"] is not None:
@@ -585,6 +590,25 @@ class RicciFlowMonitor(Callback):
             )
         self._log(trainer, pl_module, payload, stage)
         self._announce = self._announce or payload["seconds"] > PROGRESS_SECONDS
+
+    @staticmethod
+    def _process_group(trainer: Trainer, captured: Captured | None) -> Any:
+        """The group that shares ``ricci_flow`` between the ranks, or None (global rank 0 computes alone).
+
+        Shared when ``torch.distributed`` runs with more than one rank, every rank captured the probe
+        (a collective decision, so that no rank waits in a collective the others skip), and the
+        backend can move the captured tensors (gloo: CPU; NCCL: CUDA).
+        """
+        if trainer.world_size < 2 or not dist.is_available() or not dist.is_initialized():
+            return None
+        everywhere = trainer.strategy.reduce_boolean_decision(captured is not None, all=True)
+        if not everywhere or captured is None:
+            return None
+        device = captured.layers[0].device.type
+        backend = str(dist.get_backend()).lower()
+        if (backend, device) not in {("gloo", "cpu"), ("nccl", "cuda")}:
+            return None
+        return dist.group.WORLD
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
         values: dict[str, float] = payload["values"]

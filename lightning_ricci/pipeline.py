@@ -823,13 +823,22 @@ class Pipeline:
         if largest >= num_points:
             raise ValueError(f"`k` must be smaller than {what} {num_points} (got {self.k})")
 
-    def compute(self, captured: Captured, warn: Callable[[str, str], None] | None = None) -> Measurement:
+    def compute(
+        self,
+        captured: Captured,
+        warn: Callable[[str, str], None] | None = None,
+        process_group: Any = None,
+    ) -> Measurement:
         """``ricci_flow`` on the captured layers, with the out-of-memory policy of the module docstring.
 
         Args:
             captured (Captured): the layers.
             warn (Callable[[str, str], None], optional): ``warn(key, message)`` for the OOM retries.
                 Default: None (``warnings.warn``).
+            process_group (ProcessGroup, optional): share the work between the ranks of this
+                ``torch.distributed`` group (every rank must call with the same probe); every rank gets
+                the single-process result. No out-of-memory retry then: one rank cannot change its
+                device alone. Default: None (this process only).
         """
         layers = captured.layers
         k = self.k_for(layers[0].shape[0])
@@ -847,6 +856,10 @@ class Pipeline:
 
                 warnings.warn(message, stacklevel=3)
 
+        if process_group is not None:
+            return ricci_flow(
+                layers, k, memory_budget=self.memory_budget, process_group=process_group, **kwargs
+            )
         try:
             return ricci_flow(layers, k, memory_budget=self.memory_budget, **kwargs)
         except torch.cuda.OutOfMemoryError:

@@ -82,6 +82,12 @@ class RankRecorder(Callback):
             "history": [h["coefficient"] for h in monitor.history],
             "failed": [h["failed"] for h in monitor.history],
             "has_result": monitor.last_result is not None,
+            "result_coefficient": (
+                repr(monitor.last_result.coefficient_connected) if monitor.last_result is not None else None
+            ),
+            "result_geodesic_sum": (
+                monitor.last_result.geodesic_sum.tolist() if monitor.last_result is not None else None
+            ),
             "probe_sum": float(monitor.probe.sum()) if monitor.probe is not None else None,
         }
         Path(self.out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
@@ -113,5 +119,8 @@ def test_ddp_spawn_same_value_on_every_rank(tmp_path: Path) -> None:
     assert ranks[0]["epoch"] == ranks[1]["epoch"] == 2  # EarlyStopping stopped both at once
     assert len(ranks[0]["values"]) == 2
     assert ranks[0]["probe_sum"] == ranks[1]["probe_sum"]  # the same probe points on every rank
-    assert [r["has_result"] for r in ranks] == [True, False]  # computed on rank 0 only
+    # ricci_flow shared between the ranks (gloo, CPU): both computed, and got the same numbers
+    assert [r["has_result"] for r in ranks] == [True, True]
+    assert ranks[0]["result_geodesic_sum"] == ranks[1]["result_geodesic_sum"]
+    assert ranks[0]["result_coefficient"] == ranks[1]["result_coefficient"]
     assert ranks[0]["failed"] == ranks[1]["failed"] == [False, False]
