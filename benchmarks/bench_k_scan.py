@@ -21,20 +21,11 @@ import os
 import time
 
 import torch
+from _workloads import mlp_activations  # benchmarks/_workloads.py
 
 from lightning_ricci import ricci_flow
 from lightning_ricci.geometry import flow
 from lightning_ricci.geometry.conventions import CONVENTION_SPECS
-
-
-def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(n, in_dim, generator=gen)
-    layers = [h]
-    for w in widths:
-        h = torch.relu(h @ (torch.randn(h.shape[1], w, generator=gen) * math.sqrt(2.0 / h.shape[1])))
-        layers.append(h)
-    return layers
 
 
 def main() -> None:

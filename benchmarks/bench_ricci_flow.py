@@ -34,6 +34,7 @@ from unittest import mock
 
 import numpy as np
 import torch
+from _workloads import mlp_activations  # benchmarks/_workloads.py
 
 from lightning_ricci import ricci_flow
 from lightning_ricci.geometry.geodesics import multi_source_bfs
@@ -41,19 +42,6 @@ from lightning_ricci.geometry.knn import DEFAULT_MEMORY_BUDGET, exact_matmul, kn
 
 WIDTHS = [64, 784, 4096, 16384, 32768, 65536, 131072]
 WIDTHS_N5000 = [64, 784, 4096, 16384, 32768]
-
-
-def mlp_activations(
-    n: int, widths: list[int], in_dim: int = 784, seed: int = 0, device: str = "cpu"
-) -> list[torch.Tensor]:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    h = torch.randn(n, in_dim, generator=gen)
-    layers = [h]
-    for w in widths:
-        weight = torch.randn(h.shape[1], w, generator=gen) * math.sqrt(2.0 / h.shape[1])
-        h = torch.relu(h @ weight)
-        layers.append(h)
-    return [x.to(device) for x in layers]
 
 
 def reference_baptista(layers: list[np.ndarray], k: int) -> float:

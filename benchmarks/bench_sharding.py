@@ -31,16 +31,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _memory import cpu_peak_growth  # noqa: E402
-
-
-def mlp_activations(n: int, widths: list[int], in_dim: int = 784, seed: int = 0) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(n, in_dim, generator=gen)
-    layers = [h]
-    for w in widths:
-        h = torch.relu(h @ (torch.randn(h.shape[1], w, generator=gen) * math.sqrt(2.0 / h.shape[1])))
-        layers.append(h)
-    return layers
+from _workloads import mlp_activations  # noqa: E402
 
 
 def _worker(rank: int, world: int, n: int, k: int, tmp: str) -> None:
