@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _epochs import EpochTimer  # benchmarks/_epochs.py
 from _memory import cpu_peak_growth  # benchmarks/_memory.py
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -38,20 +39,6 @@ _spec = importlib.util.spec_from_file_location("two_circles", _EXAMPLE)
 assert _spec is not None and _spec.loader is not None
 two_circles_example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(two_circles_example)
-
-
-class EpochTimer(Callback):
-    """Wall time of every training epoch, validation included."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def run(

@@ -49,6 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/model_zoo.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_memory.py
 
+from _epochs import EpochTimer  # noqa: E402
 from _memory import cpu_peak_growth  # noqa: E402
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 from model_zoo import (  # noqa: E402
@@ -174,18 +175,6 @@ def train_seconds_per_sample(name: str, model: Any, steps: int = 2, batch: int =
         loss.backward()
         optimizer.step()
     return (time.perf_counter() - start) / (steps * count)
-
-
-class EpochTimer(Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def fit_ratio(factory: Callable[[], Any]) -> float:

@@ -1,0 +1,22 @@
+"""A Lightning callback that times training epochs, for the benchmarks that compare whole fits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, Trainer
+
+
+class EpochTimer(Callback):
+    """Wall time of every training epoch, validation included."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        self.times.append(time.perf_counter() - self._start)
