@@ -437,3 +437,32 @@ def reference_ricci_flow(
         raise ValueError(f"unknown curvature {curvature!r}")
     base = reference_global(layers, k, convention)
     return {**base, **reference_local(base, curvature)}
+
+
+def knn_reference(x: np.ndarray, k: int, ties: str) -> set[tuple[int, int]]:
+    """Directed kNN edges (i, j): R's ``cccd::nng`` (``ties="keep"``: every j at a distance <= the k-th)
+    or exactly k by (distance, index) (``ties="first"``), from scipy's float64 squared distances.
+
+    Features whose squares would leave float64's range are first rescaled by a power of two (exact;
+    the k nearest neighbours do not change under a global rescaling).
+    """
+    from scipy import spatial
+
+    peak = float(np.abs(x).max())
+    if peak > 1e150 or 0 < peak < 1e-150:
+        x = x * 2.0 ** -np.frexp(peak)[1]
+    d = spatial.distance.cdist(x, x, "sqeuclidean")
+    np.fill_diagonal(d, np.inf)
+    edges = set()
+    for i in range(len(x)):
+        if ties == "keep":
+            cut = np.sort(d[i])[k - 1]
+            edges |= {(i, int(j)) for j in np.nonzero(d[i] <= cut)[0]}
+        else:
+            edges |= {(i, int(j)) for j in np.lexsort((np.arange(len(x)), d[i]))[:k]}
+    return edges
+
+
+def edge_set(edge_index: Any) -> set[tuple[int, int]]:
+    """The (i, j) pairs of a [2, E] edge tensor."""
+    return set(map(tuple, edge_index.cpu().T.tolist()))

@@ -1,30 +1,12 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from reference import edge_set, knn_reference
 
 from lightning_ricci import knn_graph
 
 spatial = pytest.importorskip("scipy.spatial")
-
-
-def _reference(x: np.ndarray, k: int, ties: str) -> set[tuple[int, int]]:
-    """R's cccd::nng (ties kept) or exactly k by (distance, index), from a float64 distance matrix."""
-    d = spatial.distance.cdist(x, x)
-    np.fill_diagonal(d, np.inf)
-    edges = set()
-    for i in range(len(x)):
-        if ties == "keep":
-            cut = np.sort(d[i])[k - 1]
-            edges |= {(i, int(j)) for j in np.nonzero(d[i] <= cut)[0]}
-        else:
-            edges |= {(i, int(j)) for j in np.lexsort((np.arange(len(x)), d[i]))[:k]}
-    return edges
-
-
-def _edges(edge_index: torch.Tensor) -> set[tuple[int, int]]:
-    return set(map(tuple, edge_index.cpu().T.tolist()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -35,7 +17,7 @@ def test_matches_reference_on_random_clouds(device: torch.device, dtype: torch.d
         x = torch.randn(n, dim, generator=gen, dtype=torch.float64).to(dtype)
         got = knn_graph(x.to(device), k, ties=ties)
         assert got.device.type == device.type
-        assert _edges(got) == _reference(x.double().numpy(), k, ties)
+        assert edge_set(got) == knn_reference(x.double().numpy(), k, ties)
         if ties == "first":
             assert torch.equal(torch.bincount(got[0], minlength=n).cpu(), torch.full((n,), k))
 
@@ -52,14 +34,14 @@ def test_duplicate_rows_and_exact_ties(device: torch.device, ties: str) -> None:
             continue
         k = int(torch.randint(1, n, (1,), generator=gen))
         got = knn_graph(x.to(device), k, ties=ties)
-        assert _edges(got) == _reference(x.numpy(), k, ties), (trial, n, k)
+        assert edge_set(got) == knn_reference(x.numpy(), k, ties), (trial, n, k)
 
 
 def test_keep_ties_exceeds_k_on_equal_spacing() -> None:
     x = torch.tensor([0.0, 1.0, 2.0, 3.0])
     got = knn_graph(x, 1, ties="keep")
-    assert _edges(got) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2)}
-    assert _edges(knn_graph(x, 1, ties="first")) == {(0, 1), (1, 0), (2, 1), (3, 2)}
+    assert edge_set(got) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2)}
+    assert edge_set(knn_graph(x, 1, ties="first")) == {(0, 1), (1, 0), (2, 1), (3, 2)}
 
 
 def test_near_ties_resolved_in_float64() -> None:
@@ -67,7 +49,7 @@ def test_near_ties_resolved_in_float64() -> None:
     base = torch.full((1, 16), 1000.0, dtype=torch.float64)
     x = torch.cat([base, base + 1.0, base - 1.0 - 1e-9, base + 50.0]).float().double()
     got = knn_graph(x, 1, ties="keep")
-    assert _edges(got) == _reference(x.numpy(), 1, "keep")
+    assert edge_set(got) == knn_reference(x.numpy(), 1, "keep")
 
 
 def test_constant_points_give_complete_graph() -> None:
@@ -109,7 +91,7 @@ def test_torch_cluster_backend_agrees_on_tie_free_data(device: torch.device) -> 
     gen = torch.Generator().manual_seed(2)
     for n, dim, k in [(100, 3, 5), (150, 32, 10)]:
         x = torch.randn(n, dim, generator=gen).to(device)
-        assert _edges(knn_graph(x, k, backend="torch_cluster")) == _edges(knn_graph(x, k, backend="gemm"))
+        assert edge_set(knn_graph(x, k, backend="torch_cluster")) == edge_set(knn_graph(x, k, backend="gemm"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -126,4 +108,4 @@ def test_tf32_setting_restored_and_ignored() -> None:
     got = knn_graph(x.float().cuda(), 10)
     assert torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
-    assert _edges(got) == _reference(x.float().double().numpy(), 10, "first")
+    assert edge_set(got) == knn_reference(x.float().double().numpy(), 10, "first")

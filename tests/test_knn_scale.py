@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from reference import edge_set, knn_reference
 
 from lightning_ricci import knn_graph
 from lightning_ricci.geometry.knn import knn_edges
 
 spatial = pytest.importorskip("scipy.spatial")
-
-
-def _reference(x: np.ndarray, k: int, ties: str) -> set[tuple[int, int]]:
-    """R's cccd::nng (ties kept) or exactly k by (distance, index), from scipy's float64 distances.
-
-    Features whose squares would leave float64's range are first rescaled by a power of two (exact;
-    the k nearest neighbours do not change under a global rescaling).
-    """
-    peak = float(np.abs(x).max())
-    if peak > 1e150 or 0 < peak < 1e-150:
-        x = x * 2.0 ** -np.frexp(peak)[1]
-    d = spatial.distance.cdist(x, x, "sqeuclidean")
-    np.fill_diagonal(d, np.inf)
-    edges = set()
-    for i in range(len(x)):
-        if ties == "keep":
-            cut = np.sort(d[i])[k - 1]
-            edges |= {(i, int(j)) for j in np.nonzero(d[i] <= cut)[0]}
-        else:
-            edges |= {(i, int(j)) for j in np.lexsort((np.arange(len(x)), d[i]))[:k]}
-    return edges
-
-
-def _edges(edge_index: torch.Tensor) -> set[tuple[int, int]]:
-    return set(map(tuple, edge_index.cpu().T.tolist()))
 
 
 @pytest.mark.parametrize("ties", ["keep", "first"])
@@ -43,7 +18,7 @@ def test_wide_relu_features_match_float64(device: torch.device, ties: str) -> No
     gen = torch.Generator().manual_seed(3)
     x = torch.relu(torch.randn(160, 20000, generator=gen))
     got = knn_graph(x.to(device), 12, ties=ties)
-    assert _edges(got) == _reference(x.double().numpy(), 12, ties)
+    assert edge_set(got) == knn_reference(x.double().numpy(), 12, ties)
 
 
 def test_tight_clusters_match_float64(device: torch.device) -> None:
@@ -52,7 +27,7 @@ def test_tight_clusters_match_float64(device: torch.device) -> None:
     centres = torch.randn(4, 3000, generator=gen) * 100.0
     x = centres[torch.arange(120) % 4] + torch.randn(120, 3000, generator=gen)
     for ties in ("keep", "first"):
-        assert _edges(knn_graph(x.to(device), 20, ties=ties)) == _reference(x.double().numpy(), 20, ties)
+        assert edge_set(knn_graph(x.to(device), 20, ties=ties)) == knn_reference(x.double().numpy(), 20, ties)
 
 
 def test_exact_and_near_ties_at_large_width() -> None:
@@ -66,7 +41,7 @@ def test_exact_and_near_ties_at_large_width() -> None:
     for ties in ("keep", "first"):
         for k in (1, 2, 5):
             got = knn_graph(x, k, ties=ties, max_edges=40 * 39)  # ties="keep" gives ~all pairs
-            assert _edges(got) == _reference(x.double().numpy(), k, ties), (ties, k)
+            assert edge_set(got) == knn_reference(x.double().numpy(), k, ties), (ties, k)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -89,7 +64,7 @@ def test_huge_and_tiny_magnitudes(dtype: torch.dtype, magnitude: str, ties: str)
         before = scaled.clone()
         got = knn_graph(scaled, 6, ties=ties)
         assert torch.equal(scaled, before)  # the rescaling works on copies
-        assert _edges(got) == _reference(scaled.double().numpy(), 6, ties), scale
+        assert edge_set(got) == knn_reference(scaled.double().numpy(), 6, ties), scale
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -109,7 +84,7 @@ def test_one_huge_value_in_an_ordinary_layer() -> None:
     x = torch.randn(60, 8, generator=gen)
     x[17, 3] = 2e19  # squares overflow float32
     for ties in ("keep", "first"):
-        assert _edges(knn_graph(x, 4, ties=ties)) == _reference(x.double().numpy(), 4, ties)
+        assert edge_set(knn_graph(x, 4, ties=ties)) == knn_reference(x.double().numpy(), 4, ties)
 
 
 def test_small_memory_budget_gives_the_same_graph() -> None:
@@ -119,4 +94,4 @@ def test_small_memory_budget_gives_the_same_graph() -> None:
     x[:40] = 0.0  # coincident rows: the grouped path
     for keep in (True, False):
         small, _ = knn_edges(x, 9, keep_ties=keep, memory_budget=1 << 16)
-        assert _edges(small) == _reference(x.double().numpy(), 9, "keep" if keep else "first")
+        assert edge_set(small) == knn_reference(x.double().numpy(), 9, "keep" if keep else "first")
