@@ -64,7 +64,8 @@ from model_zoo import (  # noqa: E402
 )
 
 from lightning_ricci import RicciFlowMonitor  # noqa: E402
-from lightning_ricci.pipeline import Pipeline, make_probe  # noqa: E402
+from lightning_ricci.pipeline import Pipeline  # noqa: E402
+from lightning_ricci.probes import make_probe  # noqa: E402
 
 #: The recommended explicit configuration of each model: the stage outputs of the ResNets, globally
 #: pooled; the class token of the ViT; the blocks of the rest, as the zero configuration picks them.

@@ -24,7 +24,8 @@ from lightning_ricci.geometry import (
     ricci_flow,
     to_pyg,
 )
-from lightning_ricci.pipeline import Pipeline, scalars
+from lightning_ricci.pipeline import Pipeline
+from lightning_ricci.scalars import scalars
 
 if TYPE_CHECKING:
     from lightning_ricci.callback import RicciFlowMonitor

@@ -37,7 +37,8 @@ from lightning_ricci.geometry.conventions import CONVENTIONS
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
 from lightning_ricci.geometry.result import RicciFlowResult
 from lightning_ricci.io import load_activations
-from lightning_ricci.pipeline import default_k, scalars
+from lightning_ricci.pipeline import default_k
+from lightning_ricci.scalars import scalars
 
 #: Probe sizes from which the progress bar is on by default.
 PROGRESS_MIN_POINTS = 2000
@@ -107,7 +108,7 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
     Returns:
         dict: file, settings, global/connected coefficients, exclusion, local mean and negative share,
         critical layer, per layer and per transition the quantities of the table, and under ``"logged"``
-        the scalars the monitor logs for the same result (:func:`lightning_ricci.pipeline.scalars`).
+        the scalars the monitor logs for the same result (:func:`lightning_ricci.scalars.scalars`).
 
     >>> from lightning_ricci import ricci_flow
     >>> g = torch.Generator().manual_seed(0)
@@ -153,7 +154,7 @@ def summary(result: RicciFlowResult, names: Sequence[str], path: str = "") -> di
             }
             for t in range(result.num_layers - 1)
         ],
-        # What RicciFlowMonitor logs for this measurement (lightning_ricci.pipeline.scalars), NaN where undefined.
+        # What RicciFlowMonitor logs for this measurement (lightning_ricci.scalars.scalars), NaN where undefined.
         "logged": {key: _float(value) for key, value in logged.items()},
     }
 

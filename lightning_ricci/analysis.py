@@ -27,19 +27,14 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
-from lightning_ricci.capture import DEFAULT_MAX_LAYERS, Reduce
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.io import load_activations
-from lightning_ricci.pipeline import (
-    INPUT_LAYER,
-    ForwardFn,
-    LayerSpec,
-    Pipeline,
-    default_k,
-    degenerate_message,
-    make_probe,
-)
+from lightning_ricci.layers import DEFAULT_MAX_LAYERS
+from lightning_ricci.pipeline import INPUT_LAYER, LayerSpec, Pipeline, default_k
+from lightning_ricci.probes import ForwardFn, make_probe
+from lightning_ricci.reduce import Reduce
+from lightning_ricci.scalars import degenerate_message
 
 __all__ = [
     "INPUT_LAYER",
@@ -148,7 +143,7 @@ def analyze(
     Args:
         model (nn.Module): the network.
         probe (Any): a tensor [N, ...], a tuple ``(inputs, labels, ...)``, a dict batch, or a graph
-            (``torch_geometric.data.Data``), see :func:`~lightning_ricci.pipeline.make_probe`.
+            (``torch_geometric.data.Data``), see :func:`~lightning_ricci.probes.make_probe`.
         layers (Sequence[str] | type | tuple[type, ...] | Callable, optional): module names (wrapper
             prefixes may be left out, ``"name:i"`` picks the i-th call, ``"name[0]"`` / ``"name[key]"`` an
             element of a tuple or dict output), module classes, or a predicate ``(name, module) -> bool``;

@@ -28,48 +28,43 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import WarningCache  # type: ignore[attr-defined]
-from torch.utils.data import default_collate
 from typing_extensions import override
 
-from lightning_ricci.capture import DEFAULT_MAX_LAYERS, ActivationCapture, CaptureError, Reduce
+from lightning_ricci.capture import ActivationCapture, CaptureError
 from lightning_ricci.carry import Carry, carried_message, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
-from lightning_ricci.pipeline import (
-    INPUT_LAYER,
-    Captured,
-    ForwardFn,
-    LayerSpec,
+from lightning_ricci.layers import DEFAULT_MAX_LAYERS
+from lightning_ricci.loop import TRANSFER_HOOKS, open_stream, probe_from_trainer, runner
+from lightning_ricci.pipeline import INPUT_LAYER, Captured, LayerSpec, Pipeline, default_k
+from lightning_ricci.probes import ForwardFn, Probe, make_probe
+from lightning_ricci.reduce import Reduce
+from lightning_ricci.scalars import (
     Measurement,
-    Pipeline,
-    Probe,
-    default_k,
     degenerate_message,
     excluded_message,
     expected_keys,
     first_result,
     history_entry,
-    make_probe,
-    probe_from_dataset,
 )
-from lightning_ricci.pipeline import payload as make_payload
+from lightning_ricci.scalars import payload as make_payload
+from lightning_ricci.sinks import logged_step
+from lightning_ricci.stream import ProbeStream
 
 __all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
 
 #: Measurements projected (or last seen) to take longer than this announce themselves while they run.
 PROGRESS_SECONDS = 1.0
-_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
 def _is_int(value: Any) -> bool:
@@ -89,14 +84,6 @@ def figure_due(index: int, log_figures: int, fitting: bool) -> bool:
     if log_figures <= 0:
         return False
     return not fitting or index % log_figures == 0
-
-
-def _logged_step(trainer: Trainer) -> int:
-    """The step Lightning files this validation run's epoch-level scalars under (its logger connector
-    uses the fit loop's ``_batches_that_stepped``, one less than ``global_step`` inside a training epoch)."""
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    step = getattr(loop, "_batches_that_stepped", None)
-    return int(step) if isinstance(step, int) else int(trainer.global_step)
 
 
 class RicciFlowMonitor(Callback):
@@ -126,7 +113,7 @@ class RicciFlowMonitor(Callback):
     knobs. A measurement that takes more than about a second prints a line when it starts.
 
     Logged at each measurement (``P`` is ``log_prefix``), through ``pl_module.log`` in
-    ``on_validation_epoch_end`` / ``on_test_epoch_end``: the keys of :func:`~lightning_ricci.pipeline.scalars`
+    ``on_validation_epoch_end`` / ``on_test_epoch_end``: the keys of :func:`~lightning_ricci.scalars.scalars`
     (``P ricci/coefficient``, ``P ricci/local_mean``, ``P ricci/local_negative_share``,
     ``P ricci/critical_layer``, ``P ricci/curvature/{layer}``, ``P ricci/geodesic_sum/{layer}``, and with
     labels ``P ricci/class/{modularity,normalized_cut,mixing,curvature_gap}`` of the last layer and
@@ -197,7 +184,7 @@ class RicciFlowMonitor(Callback):
         label_key (str, optional): dict batches: the labels' key. Default: None (``"y"``, ...).
         batch_to_input (Callable, optional): batch -> model input. Default: None.
         forward_fn (Callable, optional): ``forward_fn(model, inputs) -> output`` for any forward
-            signature. Default: None (:func:`~lightning_ricci.pipeline.default_forward`).
+            signature. Default: None (:func:`~lightning_ricci.probes.default_forward`).
         node_mask (str, optional): graph probes: the boolean node attribute of probe nodes.
             Default: ``"val_mask"``.
 
@@ -264,6 +251,7 @@ class RicciFlowMonitor(Callback):
         batch_to_input: Callable[[Any], Any] | None = None,
         forward_fn: ForwardFn | None = None,
         node_mask: str | None = "val_mask",
+        capture: Literal["auto", "pass"] = "auto",
     ) -> None:
         super().__init__()
         self.pipeline = Pipeline(
@@ -286,6 +274,8 @@ class RicciFlowMonitor(Callback):
             raise TypeError(f"`seed` must be an int (got {type(seed).__name__})")
         if not isinstance(log_prefix, str):
             raise TypeError(f"`log_prefix` must be a str (got {type(log_prefix).__name__})")
+        if capture not in ("auto", "pass"):
+            raise ValueError(f"`capture` must be 'auto' or 'pass' (got {capture!r})")
         if batch_to_input is not None and not callable(batch_to_input):
             raise TypeError(f"`batch_to_input` must be callable (got {type(batch_to_input).__name__})")
         self._probe_options: dict[str, Any] = {
@@ -324,6 +314,13 @@ class RicciFlowMonitor(Callback):
         self.probe_indices: list[int] | None = None
         self.critical_layer: int | None = None
         self._module_layers: list[str] | None = None
+        self._dims: list[int] = []
+        self.capture = capture
+        self._probe_dataset: Any = None
+        self._stream: ProbeStream | None = None  # reads the probe from the loop (kept across epochs)
+        self._stream_key: tuple[str, int] | None = None
+        self._active: ProbeStream | None = None  # the stream hooked into the loop now running
+        self._from_loop, self._loop_seconds = 0, 0.0
         self._carry = Carry()
         self._announce = False
         self._described = False
@@ -388,7 +385,41 @@ class RicciFlowMonitor(Callback):
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Build the probe and resolve the layers (first time); hook the loop where it can give the probe."""
         self._carry.release()  # a held check that did not run: give the patience back
+        self._begin(trainer, pl_module, "validate")
+
+    @override
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._begin(trainer, pl_module, "test")
+
+    @override
+    def on_validation_batch_start(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._active is not None and dataloader_idx == 0:
+            self._active.batch_start(batch_idx, batch)
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._active is not None and dataloader_idx == 0:
+            self._active.batch_end()
+
+    on_test_batch_start = on_validation_batch_start
+    on_test_batch_end = on_validation_batch_end
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -400,12 +431,51 @@ class RicciFlowMonitor(Callback):
         """Measure in ``trainer.test()`` as well."""
         self._run(trainer, pl_module, "test")
 
-    def _run(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._prepare(trainer, pl_module, stage)
-        if trainer.sanity_checking and not self.run_on_sanity_check:
-            return
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Remove the loop's hooks if the loop raised."""
+        self._end_stream()
+
+    def _due(self, trainer: Trainer) -> bool:
+        if trainer.sanity_checking:
+            return self.run_on_sanity_check
         fitting = trainer.state.fn == TrainerFn.FITTING
-        if fitting and not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs:
+        return not fitting or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _begin(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._end_stream()
+        self._prepare(trainer, pl_module, stage)
+        if self.capture != "auto" or not (self._due(trainer) or trainer.sanity_checking):
+            return
+        stream = self._stream
+        key = (
+            stage,
+            id(getattr(trainer, "test_dataloaders" if stage == "test" else "val_dataloaders", None)),
+        )
+        if stream is None or self._stream_key != key:
+            assert self._probe is not None and self._module_layers is not None
+            stream = open_stream(
+                trainer, pl_module, stage, self.pipeline, self._probe, self._module_layers if self._dims else [],
+                self.probe_indices, self._probe_dataset,
+            )  # fmt: skip
+            self._stream, self._stream_key = stream, key
+        if stream is not None and stream.broken is None:
+            stream.start()
+            self._active = stream
+
+    def _end_stream(self) -> ProbeStream | None:
+        stream, self._active = self._active, None
+        if stream is not None:
+            stream.stop()
+        return stream
+
+    def _run(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._probe is None or self._module_layers is None:
+            self._prepare(trainer, pl_module, stage)
+        if not self._due(trainer):
+            stream = self._end_stream()
+            if stream is not None and trainer.sanity_checking:  # check the loop against a pass, cheaply
+                self._check_stream(stream, self._pass(trainer, pl_module, stage))
             return
         self._measure(trainer, pl_module, stage)
 
@@ -456,43 +526,17 @@ class RicciFlowMonitor(Callback):
 
     # ------------------------------------------------------------------ probe and layers
 
-    def _runner(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> dict[str, Any]:
-        """How a probe batch reaches the model: transfer hooks (default probe) or a move to the device,
-        the precision plugin's input conversion and its forward context."""
-        plugin = trainer.precision_plugin
-        datamodule = getattr(trainer, "datamodule", None)
-        hooks = []
-        for name in _TRANSFER_HOOKS:
-            owner: Any = (
-                datamodule if datamodule is not None and is_overridden(name, datamodule) else pl_module
-            )
-            hooks.append((name, getattr(owner, name)))
-
-        def transfer(batch: Any) -> Any:
-            for name, hook in hooks:
-                batch = (
-                    hook(batch, pl_module.device, 0) if name == "transfer_batch_to_device" else hook(batch, 0)
-                )
-            return batch
-
-        def move(batch: Any) -> Any:
-            return move_data_to_device(batch, pl_module.device)
-
-        context = getattr(plugin, "test_step_context" if stage == "test" else "val_step_context", None)
-        return {
-            "prepare": move if self._probe_given else transfer,
-            "convert": plugin.convert_input,
-            "context": context or plugin.forward_context,
-        }
-
     def _prepare(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._probe is None:
-            self._probe = self._probe_from_data(trainer, stage)
+            self._probe, self.probe_indices, self._probe_dataset = probe_from_trainer(
+                trainer, stage, self.num_samples, self.seed, self.probe_indices, self._probe_options
+            )
+            self._stream = None
         points = self._probe.num_points
         self.pipeline.check_points(points, "the number of probe points")
         if self._module_layers is not None:
             return
-        if self._probe_given and any(is_overridden(name, pl_module) for name in _TRANSFER_HOOKS):
+        if self._probe_given and any(is_overridden(name, pl_module) for name in TRANSFER_HOOKS):
             self._warn(
                 "given-probe",
                 "`probe=` is used as given: the LightningModule's batch-transfer hooks are not applied to it "
@@ -500,7 +544,7 @@ class RicciFlowMonitor(Callback):
             )
         try:
             names, dims, seconds_per_point = self.pipeline.resolve(
-                pl_module, self._probe, **self._runner(trainer, pl_module, stage)
+                pl_module, self._probe, **runner(trainer, pl_module, stage, self._probe_given)
             )
         except CaptureError as err:
             if self.strict or not isinstance(self.pipeline.layers, list):
@@ -509,7 +553,7 @@ class RicciFlowMonitor(Callback):
             # measurement (ricci/failed = 1), training goes on.
             self._warn("setup", f"{err}; every measurement will fail until it does (ricci/failed = 1)")
             names, dims, seconds_per_point = list(self.pipeline.layers), [], 0.0
-        self._module_layers = names
+        self._module_layers, self._dims, self._stream = names, dims, None
         input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
         self.layer_names = [input_name, *names]
         self.layer_rule = self.pipeline.rule or ""
@@ -522,26 +566,6 @@ class RicciFlowMonitor(Callback):
         self._announce = cost.seconds > PROGRESS_SECONDS
         if cost.over_budget():
             self._warn("cost", cost.warning(points, len(dims)))
-
-    def _probe_from_data(self, trainer: Trainer, stage: str) -> Probe:
-        loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
-        if isinstance(loaders, Mapping):
-            loaders = next(iter(loaders.values()), None)
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
-        dataset = getattr(loaders, "dataset", None)
-        where = "test" if stage == "test" else "validation"
-        if dataset is None:
-            raise ValueError(
-                f"RicciFlowMonitor(probe=None) samples the {where} dataloader's dataset, but the trainer has "
-                f"no {where} dataloader with a `dataset`; pass `probe=` explicitly"
-            )
-        collate = getattr(loaders, "collate_fn", None) or default_collate
-        probe, self.probe_indices = probe_from_dataset(
-            dataset, collate, self.num_samples, self.seed, self.probe_indices,
-            **self._probe_options, argument=f"the {where} batch",
-        )  # fmt: skip
-        return probe
 
     # ------------------------------------------------------------------ measurement
 
@@ -556,9 +580,7 @@ class RicciFlowMonitor(Callback):
         captured = None
         error: BaseException | None = None
         try:  # every rank: the forward may be a collective
-            captured = self.pipeline.capture(
-                pl_module, self._probe, self._module_layers, **self._runner(trainer, pl_module, stage)
-            )
+            captured = self._capture(trainer, pl_module, stage)
         except CaptureError as err:
             error = err
         payload: dict[str, Any] | None = None
@@ -574,7 +596,7 @@ class RicciFlowMonitor(Callback):
             self.last_scan = result if isinstance(result, RicciFlowScan) else None
         if trainer.is_global_zero:
             payload = make_payload(result, captured, self.layer_names, error)
-            payload["seconds"] = time.perf_counter() - start
+            payload["seconds"] = time.perf_counter() - start + self._loop_seconds
         payload = trainer.strategy.broadcast(payload, src=0)
         assert payload is not None
         if payload["error"] is not None:
@@ -590,6 +612,41 @@ class RicciFlowMonitor(Callback):
             )
         self._log(trainer, pl_module, payload, stage)
         self._announce = self._announce or payload["seconds"] > PROGRESS_SECONDS
+
+    def _pass(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> Callable[[Probe], Captured]:
+        """The probe pass over a (sub-)probe, with the trainer's device and precision handling."""
+        how = runner(trainer, pl_module, stage, self._probe_given)
+        assert self._module_layers is not None
+        names = self._module_layers
+        return lambda probe: self.pipeline.capture(pl_module, probe, names, **how)
+
+    def _capture(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> Captured:
+        """The probe's layers: read from the loop that just ran where it could (the missing points, if any,
+        from a pass over them), else from a probe pass."""
+        assert self._probe is not None
+        run_pass = self._pass(trainer, pl_module, stage)
+        stream = self._end_stream()
+        self._from_loop, self._loop_seconds = 0, 0.0
+        if stream is not None and self._check_stream(stream, run_pass):
+            written = int(stream.written.sum())
+            if written < self._probe.num_points:
+                self._warn(
+                    "loop-missing",
+                    f"{self._probe.num_points - written} of the {self._probe.num_points} probe points were not in the "
+                    f"validation batches that ran (`limit_val_batches`, `drop_last`, or a skipped batch: "
+                    f"{stream.last_skip or 'none'}); they are measured with a probe pass",
+                )
+            self._from_loop, self._loop_seconds = written, stream.seconds
+            return stream.result(run_pass)
+        return run_pass(self._probe)
+
+    def _check_stream(self, stream: ProbeStream, run_pass: Callable[[Probe], Captured]) -> bool:
+        """Whether the loop's probe rows can be used; the first time, compared with a pass over some."""
+        ok = stream.broken is None and (stream.verified or stream.verify(run_pass))
+        if stream.broken is not None:
+            self._warn("loop", f"reading the probe from the validation loop stopped: {stream.broken}; a probe pass "
+                       "measures instead (pass `capture=\"pass\"` to skip the attempt)")  # fmt: skip
+        return ok and bool(stream.written.any())
 
     @staticmethod
     def _process_group(trainer: Trainer, captured: Captured | None) -> Any:
@@ -644,10 +701,11 @@ class RicciFlowMonitor(Callback):
         fitting = trainer.state.fn == TrainerFn.FITTING
         if fitting and carried:  # EarlyStopping on a carried key: its coming check must not count this one
             self._carry.hold(trainer.callbacks, {self._key(k) for k in carried})  # type: ignore[attr-defined]
-        step = _logged_step(trainer)
+        step = logged_step(trainer)
         self.reductions = dict(payload["reductions"]) or self.reductions
         where = {"epoch": int(trainer.current_epoch), "global_step": step, "stage": stage}
         self.history.append(history_entry(payload, logged, carried, self.layer_names, **where))
+        self.history[-1]["from_loop"] = self._from_loop
         if not failed and not self._described and payload.get("dims"):
             self._described = True
             rank_zero_info(

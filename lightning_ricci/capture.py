@@ -1,4 +1,4 @@
-"""Capture layer activations with temporary forward hooks: layer names, default layers, output selection, reductions.
+"""Capture layer activations with temporary forward hooks: layer names, output selection, buffers.
 
 Shape symbols: N probe points, B rows of one forward batch, D_l features of layer l after its reduction.
 
@@ -12,43 +12,10 @@ call index (``"act:1[0]"``). Without a selector the first tensor, searched depth
 (``nn.LSTM``'s ``(output, (h, c))`` gives ``output``, ``nn.MultiheadAttention``'s ``(out, weights)`` gives
 ``out``).
 
-**Default layers** (:func:`default_layers`), decided from one forward pass over a few probe points:
-
-1. *Blocks.* The outputs of the model's blocks (the residual stream), when it has at least two:
-   every ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer``, and the children of an
-   ``nn.Sequential`` / ``nn.ModuleList`` that are repeated modules of one class (at least two children of
-   that class, each with submodules, not itself a plain container) run as a chain (each one's input has
-   the shape of the previous one's output): ResNet basic/bottleneck blocks, ViT blocks, MobileNet and
-   EfficientNet blocks, the ``convs`` of a PyG ``BasicGNN``. Nested candidates keep the innermost. After the
-   blocks comes the head: the last module that runs after the last block (``fc``, ``head``), if any.
-2. *Activations.* Otherwise the activation modules (:data:`ACTIVATION_TYPES`) in the order the forward
-   pass calls them, one layer per call: the papers' MLP setting, unchanged.
-3. *Children.* Otherwise (activations applied as functions, ``F.relu``) the children that run of the
-   first module with more than one (descending through single-child wrappers such as a LightningModule
-   holding ``self.net``; plain containers are opened), in forward order: convs and linears, before their
-   functional activation.
-
-In every rule, outputs shaped like gates or side branches (more than two dims, all but the first two of
-size 1: squeeze-excitation ``[B, C, 1, 1]``, global pools), normalisation, dropout, identity and flatten
-modules are never layers, and attention weights are never captured (the first tensor of
-``MultiheadAttention``'s output is its result). At most ``max_layers`` layers are kept
-(:data:`DEFAULT_MAX_LAYERS`): evenly spaced over the list, always keeping the first and the last.
-
-**Reductions.** Every captured output becomes one [B, D_l] block, dim 0 being the sample, by ``reduce``:
-
-* ``"flatten"``: [B, *] -> [B, prod(*)] (a conv map [B, C, H, W] gives C*H*W features);
-* ``"mean"``: global average pooling: [B, C, *spatial] (4-D and more) over the spatial dims -> [B, C];
-  a 3-D output is a batch-first token sequence [B, T, E], averaged over T -> [B, E]; 2-D is kept;
-* ``"cls"``: the first token of a [B, T, E] sequence -> [B, E]; other shapes as ``"auto"``;
-* ``"auto"`` (default): ``"flatten"`` when a sample has at most :data:`AUTO_FLATTEN_MAX` (4096) values
-  or the output is 2-D (the papers' vectors and small maps); else a conv map [B, C, H, W] (or 3-D
-  volume) is average-pooled to the largest s x s grid with C * s^2 <= :data:`AUTO_POOL_MAX` (1024)
-  values (``"pool4x4"``; ``"mean"`` when s = 1), and a token sequence is averaged over its tokens;
-* a callable ``f(tensor) -> [B, ...]``, flattened after it.
-
-Float16 and bfloat16 are upcast to float32, float64 is kept; any other dtype is refused. The reduction is
-done in the hook, batch by batch, into one preallocated [N, D_l] buffer per layer, so the probe pass holds
-the reduced activations plus one batch, never a float64 copy or a concatenation of the batches.
+Which layers are captured by default is :mod:`lightning_ricci.layers`; how each output becomes a
+[B, D_l] block is :mod:`lightning_ricci.reduce`. :class:`ActivationCapture` runs probe batches itself
+(:meth:`ActivationCapture.forward`) or records batches that someone else runs (``open_batch`` /
+``close_batch``: the validation loop, see :mod:`lightning_ricci.stream`).
 
 This module needs only torch.
 """
@@ -56,40 +23,36 @@ This module needs only torch.
 from __future__ import annotations
 
 import difflib
-import itertools
-import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import Self
 
+from lightning_ricci.reduce import (
+    CaptureError,
+    CaptureTypeError,
+    CaptureValueError,
+    Reduce,
+    check_reduce,
+    first_tensor,
+    reduce_output,
+)
+
 __all__ = [
-    "ACTIVATION_TYPES",
-    "AUTO_FLATTEN_MAX",
-    "AUTO_POOL_MAX",
-    "DEFAULT_MAX_LAYERS",
-    "REDUCTIONS",
     "WRAPPER_PREFIXES",
     "ActivationCapture",
     "CaptureError",
     "CaptureTypeError",
     "CaptureValueError",
-    "activation_module_names",
-    "candidate_module_names",
-    "check_layer_spec",
-    "check_reduce",
-    "default_layers",
-    "find_layers",
-    "largest_output",
-    "flatten_output",
+    "inner_module",
     "normalize_name",
-    "reduce_output",
-    "spread_layers",
+    "resolve_layer",
 ]
 
 #: Prefixes inserted by wrappers: torch.compile, DDP/DataParallel, Fabric, FSDP1, activation checkpointing.
@@ -104,78 +67,6 @@ _WRAPPER_SEGMENTS = frozenset(prefix[:-1] for prefix in WRAPPER_PREFIXES)
 # Children a wrapper module forwards to. "module" is only followed for the DDP/DP classes (a user's own
 # attribute may be called "module").
 _INNER_CHILDREN = ("_orig_mod", "_forward_module", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
-
-#: Element-wise activation modules that make up the default layers of MLPs, in no particular order.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Hardtanh,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.LogSigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.Softshrink,
-    nn.Hardshrink,
-    nn.Threshold,
-    nn.GLU,
-)
-
-#: Block classes that are layers wherever they appear.
-BLOCK_TYPES: tuple[type[nn.Module], ...] = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-
-# Modules that are never layers by default: they rescale, drop or reshape, but add no representation.
-_NOT_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.dropout._DropoutNd,
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-)
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-
-#: Samples with more values than this are pooled under ``reduce="auto"`` (see the module docstring).
-AUTO_FLATTEN_MAX = 4096
-#: Under ``reduce="auto"``, a conv map too large to flatten is average-pooled to a grid of at most this
-#: many values per sample (global average pooling when the channels alone reach it).
-AUTO_POOL_MAX = 1024
-#: The default cap on the number of layers (the probe input not counted).
-DEFAULT_MAX_LAYERS = 12
-#: The named reductions.
-REDUCTIONS = ("auto", "flatten", "mean", "cls")
-
-Reduce = Literal["auto", "flatten", "mean", "cls"] | Callable[[Tensor], Tensor]
-
-
-class CaptureError(RuntimeError):
-    """A captured layer that cannot be used: it did not run, returned no float tensor, or has wrong rows.
-
-    The monitor flags these (``ricci/failed``) under ``strict=False``. Wrong types also are
-    ``TypeError`` and bad shapes ``ValueError`` (:class:`CaptureTypeError`, :class:`CaptureValueError`).
-    """
-
-
-class CaptureTypeError(CaptureError, TypeError):
-    """A layer output of the wrong type (no tensor, or not floating point)."""
-
-
-class CaptureValueError(CaptureError, ValueError):
-    """A layer output of the wrong shape (0-dim, or rows that are not the batch)."""
 
 
 def normalize_name(name: str) -> str:
@@ -200,8 +91,13 @@ def normalize_name(name: str) -> str:
     return ".".join(kept)
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    """Follow wrapper modules (compile, checkpoint, FSDP1, Fabric, DDP) to the module that computes."""
+def inner_module(module: nn.Module) -> nn.Module:
+    """Follow wrapper modules (compile, checkpoint, FSDP1, Fabric, DDP) to the module that computes.
+
+    >>> net = nn.Linear(2, 2)
+    >>> inner_module(nn.DataParallel(net)) is net
+    True
+    """
     parallel = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     while True:
         children = module._modules
@@ -211,22 +107,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
         if inner is None:
             return module
         module = inner
-
-
-def _first_tensor(output: Any) -> Tensor | None:
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, Mapping):
-        values: Any = output.values()
-    elif isinstance(output, (tuple, list)):
-        values = output
-    else:
-        return None
-    for value in values:
-        found = _first_tensor(value)
-        if found is not None:
-            return found
-    return None
 
 
 _SELECTOR = re.compile(r"\[([^\[\]]+)\]")
@@ -261,119 +141,6 @@ def _select_output(output: Any, selectors: tuple[str, ...], name: str) -> Any:
     return output
 
 
-def reduce_output(output: Any, reduce: Reduce = "auto", name: str = "output") -> tuple[Tensor, str]:
-    """Turn one module output into a detached [B, D] float block by ``reduce`` (see the module docstring).
-
-    Args:
-        output (Any): a tensor [B, *], or a tuple, list or mapping holding one (its first tensor is used).
-        reduce (str | Callable): ``"auto"``, ``"flatten"``, ``"mean"``, ``"cls"`` or ``f(tensor) -> [B, ...]``.
-            Default: ``"auto"``.
-        name (str, optional): the layer name used in error messages. Default: ``"output"``.
-
-    Returns:
-        tuple[Tensor, str]: [B, D] float32 (float64 if the output was float64), a new tensor on the
-        output's device, and the reduction applied (``"flatten"``, ``"mean"``, ``"cls"`` or the callable's name).
-
-    Raises:
-        CaptureError: no tensor in ``output``, a non-floating tensor, or a 0-dim one.
-
-    >>> block, how = reduce_output(torch.ones(4, 64, 16, 16))
-    >>> tuple(block.shape), how
-    ((4, 1024), 'pool4x4')
-    >>> reduce_output(torch.ones(4, 3, 8, 8))[1], reduce_output(torch.ones(4, 10, 6), "cls")[0].shape
-    ('flatten', torch.Size([4, 6]))
-    """
-    tensor = _first_tensor(output)
-    if tensor is None:
-        raise CaptureTypeError(
-            f"layer {name!r} returned {type(output).__name__}, which holds no tensor; "
-            "capture needs a tensor, or a tuple/list/dict holding one"
-        )
-    if not tensor.is_floating_point():
-        raise CaptureTypeError(
-            f"layer {name!r} returned a {tensor.dtype} tensor; capture needs a floating-point one"
-        )
-    if tensor.dim() == 0:
-        raise CaptureValueError(
-            f"layer {name!r} returned a 0-dim tensor; capture needs dim 0 to be the sample dim"
-        )
-    dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    tensor = tensor.detach()
-    how = reduce if isinstance(reduce, str) else getattr(reduce, "__name__", "callable")
-    if callable(reduce) and not isinstance(reduce, str):
-        out = reduce(tensor)
-        if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != tensor.shape[0]:
-            raise CaptureValueError(
-                f"layer {name!r}: the `reduce` callable must return a tensor [B, ...] with B = {tensor.shape[0]} "
-                f"(got {type(out).__name__} {tuple(out.shape) if isinstance(out, Tensor) else ''})"
-            )
-        return out.detach().to(dtype=dtype, copy=True).reshape(out.shape[0], -1), how
-    if how == "cls" and tensor.dim() != 3:
-        how = "auto"
-    if how == "auto":
-        if tensor.dim() <= 2 or tensor[0].numel() <= AUTO_FLATTEN_MAX:
-            how = "flatten"
-        elif tensor.dim() in (4, 5):
-            return _grid_pool(tensor.to(dtype))
-        else:
-            how = "mean"
-    if how == "mean" and tensor.dim() > 2:
-        dims = (1,) if tensor.dim() == 3 else tuple(range(2, tensor.dim()))
-        return tensor.to(dtype).mean(dim=dims), "mean"
-    if how == "cls":
-        return tensor[:, 0].to(dtype=dtype, copy=True), "cls"
-    # copy=True: an in-place op later in the forward (`x += residual`) must not change what was captured.
-    return tensor.to(dtype=dtype, copy=True).reshape(tensor.shape[0], -1), "flatten"
-
-
-def _grid_pool(tensor: Tensor) -> tuple[Tensor, str]:
-    """Average-pool a [B, C, *spatial] map to the largest s x s (x s) grid with C * s^d <= AUTO_POOL_MAX."""
-    channels, spatial = tensor.shape[1], tensor.shape[2:]
-    side = max(1, int((AUTO_POOL_MAX / max(channels, 1)) ** (1 / len(spatial)) + 1e-9))
-    size = tuple(min(side, s) for s in spatial)
-    if all(s == 1 for s in size):
-        return tensor.mean(dim=tuple(range(2, tensor.dim()))), "mean"
-    pool = (
-        torch.nn.functional.adaptive_avg_pool2d
-        if len(spatial) == 2
-        else torch.nn.functional.adaptive_avg_pool3d
-    )
-    pooled = pool(tensor, size)  # type: ignore[arg-type]
-    return pooled.reshape(tensor.shape[0], -1), "pool" + "x".join(map(str, size))
-
-
-def flatten_output(output: Any, name: str = "output") -> Tensor:
-    """``reduce_output(output, "flatten", name)``: a detached [B, D] float copy, D the per-sample values.
-
-    >>> flatten_output(torch.ones(4, 3, 2, 2)).shape
-    torch.Size([4, 12])
-    """
-    return reduce_output(output, "flatten", name)[0]
-
-
-def check_reduce(reduce: Any) -> None:
-    """Validate ``reduce``: a name of :data:`REDUCTIONS`, a callable, or a dict layer name -> either.
-
-    Raises:
-        TypeError: another type.
-        ValueError: an unknown name.
-
-    >>> check_reduce({"layer1.0": "mean", "fc": "flatten"})
-    """
-    if isinstance(reduce, Mapping):
-        for value in reduce.values():
-            check_reduce(value)
-        return
-    if isinstance(reduce, str):
-        if reduce not in REDUCTIONS:
-            raise ValueError(
-                f"`reduce` must be one of {', '.join(map(repr, REDUCTIONS))} or a callable (got {reduce!r})"
-            )
-        return
-    if not callable(reduce):
-        raise TypeError(f"`reduce` must be a str, a callable or a dict of them (got {type(reduce).__name__})")
-
-
 def _named_modules_table(
     model: nn.Module,
 ) -> tuple[dict[str, nn.Module], dict[str, list[tuple[str, nn.Module]]]]:
@@ -399,8 +166,16 @@ def _unknown_name_error(name: str, known: Sequence[str], owner: str) -> ValueErr
     )
 
 
-def _resolve(model: nn.Module, name: str) -> tuple[str, nn.Module, int | None, tuple[str, ...]]:
-    """Map a requested layer name to (canonical name, module to hook, call index or None, selectors)."""
+def resolve_layer(model: nn.Module, name: str) -> tuple[str, nn.Module, int | None, tuple[str, ...]]:
+    """Map a requested layer name to (canonical name, module to hook, call index or None, selectors).
+
+    Raises:
+        ValueError: an empty, unknown (the message lists the modules that exist) or ambiguous name.
+
+    >>> name, module, call, selectors = resolve_layer(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), "1:0[0]")
+    >>> name, type(module).__name__, call, selectors
+    ('1', 'ReLU', 0, ('0',))
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"`layers` entries must be non-empty module names (got {name!r})")
     raw, normalized = _named_modules_table(model)
@@ -411,9 +186,9 @@ def _resolve(model: nn.Module, name: str) -> tuple[str, nn.Module, int | None, t
         if sep and tail.isdigit():
             base, call = head, int(tail)
     if base in raw:
-        return normalize_name(base), _unwrap(raw[base]), call, selectors
+        return normalize_name(base), inner_module(raw[base]), call, selectors
     matches = normalized.get(normalize_name(base), [])
-    distinct = {id(_unwrap(module)): _unwrap(module) for _, module in matches}
+    distinct = {id(inner_module(module)): inner_module(module) for _, module in matches}
     if not distinct:
         raise _unknown_name_error(name, sorted(normalized), type(model).__name__)
     if len(distinct) > 1:
@@ -475,7 +250,7 @@ class ActivationCapture:
             raise ValueError("`layers` must name at least one module (got an empty sequence)")
         check_reduce(reduce)
         self.model = model
-        self._specs = [_resolve(model, name) for name in layers]
+        self._specs = [resolve_layer(model, name) for name in layers]
         seen: set[tuple[int, int | None, tuple[str, ...]]] = set()
         for (_, module, call, selectors), requested in zip(self._specs, layers):
             if (id(module), call, selectors) in seen:
@@ -491,7 +266,17 @@ class ActivationCapture:
         self._store: dict[str, list[Tensor]] = {}
         self._buffers: dict[str, Tensor] = {}
         self._filled = 0
+        # Batches run by someone else (open_batch / close_batch): the hooks record only while a batch is
+        # open, keep only its `_keep` rows, and store errors instead of raising inside that forward.
+        self._open = True
+        self._keep: Tensor | None = None
+        self._expect_rows: int | None = None
+        self._hook_error: CaptureError | None = None
+        self._written: Tensor | None = None
         self.reductions: dict[str, str] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+        #: Seconds spent in the hooks of batches recorded with open_batch / close_batch.
+        self.hook_seconds = 0.0
 
     @property
     def names(self) -> list[str]:
@@ -532,8 +317,19 @@ class ActivationCapture:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             # Reduce at once, so that the full output of a conv map or token sequence is not kept alive
             # until the forward ends: the probe pass holds one reduced block per layer and batch.
+            if not self._open:
+                return
             calls = self._current.setdefault(key, [])
-            calls.append(self._reduce_call(key, len(calls), output))
+            if self._keep is None:
+                calls.append(self._reduce_call(key, len(calls), output))
+                return
+            start = time.perf_counter()
+            try:  # a forward we do not own: never raise into it
+                calls.append(self._reduce_call(key, len(calls), output))
+            except Exception as err:  # noqa: BLE001 - reported by close_batch
+                if self._hook_error is None:
+                    self._hook_error = err if isinstance(err, CaptureError) else CaptureError(str(err))
+            self.hook_seconds += time.perf_counter() - start
 
         return hook
 
@@ -545,8 +341,17 @@ class ActivationCapture:
                 continue
             label = _label(name, want, selectors)
             selected = _select_output(output, selectors, label)
-            if self._rows is not None:
-                tensor = _first_tensor(selected)
+            if self._keep is not None:
+                tensor = first_tensor(selected)
+                if tensor is None or tensor.dim() == 0 or tensor.shape[0] != self._expect_rows:
+                    shape = None if tensor is None else tuple(tensor.shape)
+                    raise CaptureValueError(
+                        f"layer {label!r} output has shape {shape} for a batch of {self._expect_rows} samples: "
+                        "capture needs dim 0 of every output to be the sample dim"
+                    )
+                selected = tensor.index_select(0, self._keep.to(tensor.device))
+            elif self._rows is not None:
+                tensor = first_tensor(selected)
                 if tensor is not None and tensor.dim() > 0:
                     if tensor.shape[0] <= int(self._rows.max()):
                         raise CaptureError(
@@ -555,6 +360,9 @@ class ActivationCapture:
                         )
                     selected = tensor.index_select(0, self._rows.to(tensor.device))
             reduce = self._reduce.get(label, "auto") if isinstance(self._reduce, Mapping) else self._reduce
+            tensor = first_tensor(selected)
+            if tensor is not None:
+                self.dtypes[label] = tensor.dtype
             done[index] = reduce_output(selected, reduce, label)
         return done
 
@@ -583,7 +391,46 @@ class ActivationCapture:
             self._current = {}
         return result
 
-    def _collect(self, batch_size: int | None) -> None:
+    def open_batch(self, keep: Tensor, batch_rows: int) -> None:
+        """Record the next forward, run by someone else (a validation step), until :meth:`close_batch`.
+
+        Between batches the attached hooks record nothing. Inside, they keep the ``keep`` rows of every
+        output and never raise into that forward: a problem is reported by :meth:`close_batch`.
+
+        Args:
+            keep (Tensor): [M] long rows of the batch to keep.
+            batch_rows (int): the batch's samples, the dim 0 every hooked output must have.
+        """
+        self._open, self._keep, self._expect_rows = True, keep, batch_rows
+        self._current, self._hook_error = {}, None
+
+    def close_batch(self, positions: Tensor) -> None:
+        """Store the batch opened by :meth:`open_batch` at rows ``positions`` ([M] long) of the buffers.
+
+        Raises:
+            CaptureError: a hooked module did not run (or ran another number of times than in the
+                first batch), or its output was unusable. Nothing of this batch is stored then.
+        """
+        try:
+            if self._hook_error is not None:
+                raise self._hook_error
+            assert self._keep is not None
+            self._collect(int(self._keep.numel()), positions)
+        finally:
+            self._open, self._keep, self._current, self._hook_error = False, None, {}, None
+
+    def pause(self) -> None:
+        """Let the attached hooks record nothing until :meth:`open_batch`."""
+        self._open, self._keep, self._current = False, None, {}
+
+    @property
+    def written(self) -> Tensor:
+        """[N] bool: the buffer rows written so far (needs ``num_rows``)."""
+        if self._num_rows is None:
+            raise RuntimeError("ActivationCapture.written needs `num_rows`")
+        return self._written if self._written is not None else torch.zeros(self._num_rows, dtype=torch.bool)
+
+    def _collect(self, batch_size: int | None, positions: Tensor | None = None) -> None:
         blocks: dict[str, Tensor] = {}
         for index, (name, module, call, selectors) in enumerate(self._specs):
             calls = self._current.get(id(module), [])
@@ -620,32 +467,49 @@ class ActivationCapture:
                 f"than in the first one (layers {self._keys})"
             )
         rows = next(iter(blocks.values())).shape[0]
-        for label, block in blocks.items():
-            if self._num_rows is None:
+        if self._num_rows is None:
+            for label, block in blocks.items():
                 self._store[label].append(block)
-                continue
+            self._filled += rows
+            return
+        if positions is None:
+            positions = torch.arange(self._filled, self._filled + rows)
+        if positions.numel() != rows or (rows and int(positions.max()) >= self._num_rows):
+            raise CaptureError(
+                f"a batch of {rows} rows does not fit rows {positions.tolist()[:8]} of the N = {self._num_rows} buffers"
+            )
+        for label, block in blocks.items():
+            buffer = self._buffers.get(label)
+            if buffer is not None and buffer.shape[1] != block.shape[1]:
+                raise CaptureError(
+                    f"layer {label!r}: a batch of shape {tuple(block.shape)} does not fit the [N, D] = "
+                    f"{tuple(buffer.shape)} buffer"
+                )
+        for label, block in blocks.items():
             buffer = self._buffers.get(label)
             if buffer is None:
                 buffer = self._buffers[label] = block.new_empty((self._num_rows, block.shape[1]))
-            if buffer.shape[1] != block.shape[1] or self._filled + rows > self._num_rows:
-                raise CaptureError(
-                    f"layer {label!r}: a batch of shape {tuple(block.shape)} does not fit the [N, D] = "
-                    f"{tuple(buffer.shape)} buffer at row {self._filled}"
-                )
-            buffer[self._filled : self._filled + rows] = block
-        self._filled += rows
+            buffer.index_copy_(0, positions.to(buffer.device), block.to(buffer.dtype))
+        written = self.written.clone()
+        written[positions] = True
+        self._written = written
+        self._filled = int(written.sum())
 
-    def activations(self) -> dict[str, Tensor]:
+    def activations(self, partial: bool = False) -> dict[str, Tensor]:
         """The recorded layers in the requested order, each [N, D_l] over all batches so far.
+
+        Args:
+            partial (bool, optional): with ``num_rows``, return the buffers also when some rows are not
+                written yet (:attr:`written` says which are; the others hold garbage). Default: False.
 
         Returns:
             dict[str, Tensor]: layer name -> [N, D_l] float32 (or float64) activations.
 
         Raises:
-            CaptureError: with ``num_rows``, the batches did not add up to N rows.
+            CaptureError: with ``num_rows``, the batches did not add up to N rows (unless ``partial``).
         """
         if self._num_rows is not None and self._keys is not None:
-            if self._filled != self._num_rows:
+            if self._filled != self._num_rows and not partial:
                 raise CaptureError(
                     f"the forward batches gave {self._filled} rows, not the {self._num_rows} expected"
                 )
@@ -653,348 +517,3 @@ class ActivationCapture:
         return {
             key: torch.cat(blocks) if len(blocks) > 1 else blocks[0] for key, blocks in self._store.items()
         }
-
-
-def _select(model: nn.Module, predicate: Callable[[str, nn.Module], bool]) -> list[str]:
-    names: list[str] = []
-    seen: set[int] = set()
-    for raw_name, module in model.named_modules():
-        if not raw_name or id(module) in seen:
-            continue
-        name = normalize_name(raw_name)
-        if predicate(name, module):
-            seen.add(id(module))
-            names.append(name)
-    return names
-
-
-def activation_module_names(
-    model: nn.Module, types: type[nn.Module] | tuple[type[nn.Module], ...] = ACTIVATION_TYPES
-) -> list[str]:
-    """Names (wrapper prefixes removed) of the modules of the given types, in registration order.
-
-    Args:
-        model (nn.Module): the model.
-        types (type | tuple[type, ...], optional): module classes. Default: :data:`ACTIVATION_TYPES`.
-
-    Returns:
-        list[str]: names, without duplicates (a shared module is listed once).
-
-    >>> activation_module_names(nn.Sequential(nn.Linear(2, 2), nn.GELU(), nn.Linear(2, 1)))
-    ['1']
-    """
-    return _select(model, lambda name, module: isinstance(module, types))
-
-
-def candidate_module_names(model: nn.Module) -> list[str]:
-    """Leaf module names (wrapper prefixes removed), the natural candidates for ``layers``.
-
-    >>> candidate_module_names(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU())))
-    ['0', '1.0']
-    """
-    return _select(model, lambda name, module: not any(True for _ in module.children()))
-
-
-def _is_wrapper(module: nn.Module) -> bool:
-    return _unwrap(module) is not module
-
-
-class _Call:
-    __slots__ = ("call", "in_shape", "module", "order", "out_shape")
-
-    def __init__(self, module: nn.Module, order: int, call: int, in_shape: Any, out_shape: Any) -> None:
-        self.module, self.order, self.call, self.in_shape, self.out_shape = (
-            module,
-            order,
-            call,
-            in_shape,
-            out_shape,
-        )
-
-
-def _trace(model: nn.Module, forward: Callable[[], Any]) -> tuple[list[_Call], dict[int, str]]:
-    """Run ``forward`` once with a hook on every module; the calls in completion order and the names."""
-    names: dict[int, str] = {}
-    for raw_name, module in model.named_modules():
-        if raw_name and not _is_wrapper(module) and id(module) not in names:
-            names[id(module)] = normalize_name(raw_name)
-    calls: list[_Call] = []
-    counts: dict[int, int] = {}
-    handles: list[RemovableHandle] = []
-
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        key = id(module)
-        counts[key] = counts.get(key, 0) + 1
-        first_in, first_out = _first_tensor(args), _first_tensor(output)
-        calls.append(
-            _Call(
-                module,
-                len(calls),
-                counts[key] - 1,
-                None if first_in is None else tuple(first_in.shape),
-                None if first_out is None or not first_out.is_floating_point() else tuple(first_out.shape),
-            )
-        )
-
-    try:
-        for raw_name, module in model.named_modules():
-            if raw_name and id(module) in names and names[id(module)] == normalize_name(raw_name):
-                handles.append(module.register_forward_hook(hook))
-        with torch.no_grad():
-            forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls, names
-
-
-def _usable(call: _Call, rows: int | None) -> bool:
-    """A float tensor output with the sample dim first, not a gate ([B, C, 1, 1]) or a pooled side branch."""
-    shape = call.out_shape
-    if shape is None or len(shape) == 0 or isinstance(call.module, _NOT_LAYERS):
-        return False
-    if rows is not None and shape[0] != rows:
-        return False
-    return not (len(shape) > 2 and all(s == 1 for s in shape[2:]))
-
-
-def _blocks(model: nn.Module, calls: list[_Call]) -> list[nn.Module]:
-    ran: dict[int, list[_Call]] = {}
-    for call in calls:
-        ran.setdefault(id(call.module), []).append(call)
-    found: dict[int, nn.Module] = {}
-    for module in model.modules():
-        if isinstance(module, BLOCK_TYPES) and id(module) in ran:
-            found[id(module)] = module
-        if not isinstance(module, (nn.Sequential, nn.ModuleList)):
-            continue
-        groups: dict[type, list[nn.Module]] = {}
-        for child in module.children():
-            child = _unwrap(child)
-            if isinstance(child, _CONTAINERS + _NOT_LAYERS) or not any(True for _ in child.children()):
-                continue
-            groups.setdefault(type(child), []).append(child)
-        for members in groups.values():
-            running = sorted((m for m in members if id(m) in ran), key=lambda m: ran[id(m)][0].order)
-            if len(running) < 2:
-                continue
-            chained = all(
-                ran[id(b)][0].in_shape is not None and ran[id(b)][0].in_shape == ran[id(a)][0].out_shape
-                for a, b in itertools.pairwise(running)
-            )
-            if chained:
-                found.update({id(m): m for m in running})
-    # Nested candidates: keep the innermost (a stage holding blocks gives way to its blocks).
-    inner = {
-        key: module
-        for key, module in found.items()
-        if not any(id(sub) in found for sub in module.modules() if sub is not module)
-    }
-    return list(inner.values())
-
-
-def _per_call(chosen: list[_Call], names: dict[int, str]) -> list[str]:
-    totals: dict[int, int] = {}
-    for call in chosen:
-        totals[id(call.module)] = totals.get(id(call.module), 0) + 1
-    out = []
-    for call in sorted(chosen, key=lambda c: c.order):
-        name = names[id(call.module)]
-        out.append(name if totals[id(call.module)] == 1 else f"{name}:{call.call}")
-    return out
-
-
-def spread_layers(names: Sequence[str], max_layers: int) -> list[str]:
-    """At most ``max_layers`` of ``names``, evenly spaced, always keeping the first and the last.
-
-    >>> spread_layers([f"b{i}" for i in range(8)], 4)
-    ['b0', 'b2', 'b5', 'b7']
-    """
-    names = list(names)
-    if len(names) <= max_layers:
-        return names
-    if max_layers == 1:
-        return names[-1:]
-    picks = sorted({round(i * (len(names) - 1) / (max_layers - 1)) for i in range(max_layers)})
-    return [names[i] for i in picks]
-
-
-def default_layers(
-    model: nn.Module,
-    forward: Callable[[], Any],
-    *,
-    rows: int | None = None,
-    max_layers: int = DEFAULT_MAX_LAYERS,
-) -> tuple[list[str], str]:
-    """The default layers of ``model`` by the rules of the module docstring, from one forward pass.
-
-    Args:
-        model (nn.Module): the model.
-        forward (Callable[[], Any]): runs the model on a (small) batch.
-        rows (int, optional): the rows of that batch (outputs with another dim 0 are no layers).
-            Default: None (unchecked).
-        max_layers (int, optional): the cap. Default: :data:`DEFAULT_MAX_LAYERS`.
-
-    Returns:
-        tuple[list[str], str]: the layer names for :class:`ActivationCapture` in forward order, and the
-        rule that chose them: ``"blocks"``, ``"activations"`` or ``"children"``.
-
-    Raises:
-        ValueError: nothing that runs qualifies (a model without submodules).
-
-    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU())
-    >>> default_layers(net, lambda: net(torch.zeros(4, 2)))
-    (['1', '3'], 'activations')
-    """
-    calls, names = _trace(model, forward)
-    calls = [c for c in calls if id(c.module) in names]
-    blocks = _blocks(model, calls)
-    if len(blocks) >= 1:
-        block_ids = {id(b) for b in blocks}
-        chosen = [c for c in calls if id(c.module) in block_ids and _usable(c, rows)]
-        if len(chosen) >= 2:
-            inside = {id(sub) for b in blocks for sub in b.modules()}
-            last = max(c.order for c in chosen)
-            head = [
-                c
-                for c in calls
-                if c.order > last
-                and id(c.module) not in inside
-                and not any(True for _ in c.module.children())
-                and _usable(c, rows)
-            ]
-            return spread_layers(_per_call(chosen + head[-1:], names), max_layers), "blocks"
-    acts = [c for c in calls if isinstance(c.module, ACTIVATION_TYPES) and _usable(c, rows)]
-    if acts:
-        return spread_layers(_per_call(acts, names), max_layers), "activations"
-    ran = {id(c.module) for c in calls}
-    node = _unwrap(model)
-
-    def running_children(module: nn.Module) -> list[nn.Module]:
-        kids = []
-        for child in module.children():
-            child = _unwrap(child)
-            if id(child) in ran or any(id(sub) in ran for sub in child.modules()):
-                kids.extend(running_children(child) if isinstance(child, _CONTAINERS) else [child])
-        return kids
-
-    kids = running_children(node)
-    while len(kids) == 1 and any(True for _ in kids[0].children()):
-        node = kids[0]
-        kids = running_children(node)
-    kid_ids = {id(k) for k in kids}
-    chosen = [c for c in calls if id(c.module) in kid_ids and _usable(c, rows)]
-    if not chosen:
-        raise ValueError(
-            f"{type(model).__name__} has no submodule whose output can be a layer; pass `layers=[...]` with "
-            f"module names, for example from: {', '.join(repr(n) for n in candidate_module_names(model)[:60]) or 'none'}"
-        )
-    return spread_layers(_per_call(chosen, names), max_layers), "children"
-
-
-def largest_output(model: nn.Module, forward: Callable[[], Any], rows: int | None = None) -> int:
-    """The largest per-sample size (values) of any module output in one forward pass: a bound on what
-    one sample of a forward batch holds at once, for choosing the batch size.
-
-    >>> net = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 3))
-    >>> largest_output(net, lambda: net(torch.zeros(4, 2)), rows=4)
-    64
-    """
-    calls, _ = _trace(model, forward)
-    sizes = [
-        math.prod(c.out_shape[1:]) for c in calls if c.out_shape and (rows is None or c.out_shape[0] == rows)
-    ]
-    return max(sizes, default=1)
-
-
-def find_layers(
-    model: nn.Module,
-    forward: Callable[[], Any],
-    select: type[nn.Module]
-    | tuple[type[nn.Module], ...]
-    | Callable[[str, nn.Module], bool] = ACTIVATION_TYPES,
-) -> list[str]:
-    """The layers chosen by ``select``, in the order the forward pass calls them.
-
-    Runs ``forward`` once with temporary hooks on every selected module. A module called several times
-    gives one entry per call (``"name:i"``); selected modules that never run are left out.
-
-    Args:
-        model (nn.Module): the model.
-        forward (Callable[[], Any]): runs the model on a (small) batch.
-        select (type | tuple[type, ...] | Callable[[str, nn.Module], bool], optional): module classes, or
-            a predicate on (name, module). Default: :data:`ACTIVATION_TYPES`.
-
-    Returns:
-        list[str]: layer names for :class:`ActivationCapture`, in forward order.
-
-    Raises:
-        ValueError: nothing selected, or no selected module ran; the message lists the candidate names.
-
-    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU())
-    >>> find_layers(net, lambda: net(torch.zeros(4, 2)))
-    ['1', '3']
-    """
-    if isinstance(select, (type, tuple)):
-        types = select
-        names = _select(model, lambda name, module: isinstance(module, types))
-    elif callable(select):
-        names = _select(model, select)
-    else:
-        raise TypeError(f"`select` must be module classes or a predicate (got {type(select).__name__})")
-    if not names:
-        candidates = candidate_module_names(model)
-        raise ValueError(
-            f"no layer of {type(model).__name__} matches the layer selection; pass `layers=[...]` with module "
-            f"names, for example from: {', '.join(repr(n) for n in candidates[:60]) or 'none'}"
-        )
-    wanted = {id(_resolve(model, name)[1]) for name in names}
-    calls, table = _trace(model, forward)
-    chosen = [c for c in calls if id(c.module) in wanted]
-    if not chosen:
-        raise ValueError(
-            f"none of the selected modules of {type(model).__name__} ran in the forward pass "
-            f"({', '.join(repr(n) for n in names)}); pass `layers=[...]` with modules that the forward calls"
-        )
-    return _per_call(chosen, table)
-
-
-def check_layer_spec(layers: Any) -> Any:
-    """Validate a layer selection: ``None``, module names, an ``nn.Module`` class or tuple of classes, or
-    a predicate ``(name, module) -> bool``. Names come back as a list.
-
-    Raises:
-        TypeError: a str instead of a list, a class that is no ``nn.Module``, an empty or non-str name.
-        ValueError: an empty list, or a name listed twice.
-
-    >>> check_layer_spec(("net.1", "net.3"))
-    ['net.1', 'net.3']
-    """
-    if layers is None or (callable(layers) and not isinstance(layers, type)):
-        return layers
-    if isinstance(layers, type):
-        if not issubclass(layers, nn.Module):
-            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {layers.__name__})")
-        return layers
-    if isinstance(layers, str):
-        raise TypeError(
-            f"`layers` must be a list of module names, not a str (got {layers!r}; use [{layers!r}])"
-        )
-    if isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers):
-        bad = [t.__name__ for t in layers if not issubclass(t, nn.Module)]
-        if bad:
-            raise TypeError(f"`layers` classes must be nn.Module subclasses (got {bad})")
-        return layers
-    if not isinstance(layers, Sequence):
-        raise TypeError(
-            f"`layers` must be module names, module classes or a predicate (got {type(layers).__name__})"
-        )
-    names = list(layers)
-    if not names:
-        raise ValueError("`layers` must name at least one module (got an empty list)")
-    bad_entries = [n for n in names if not isinstance(n, str) or not n]
-    if bad_entries:
-        raise TypeError(f"`layers` entries must be non-empty module names (got {bad_entries!r})")
-    if len(set(names)) != len(names):
-        raise ValueError(f"`layers` lists a module twice (got {names})")
-    return names

@@ -3,33 +3,28 @@
 Shape symbols: N probe points, L layers (the probe input included), D_l features of layer l.
 
 :class:`Pipeline` is used by :class:`~lightning_ricci.RicciFlowMonitor` (at each validation run),
-:func:`~lightning_ricci.analyze` (once) and, through :func:`scalars`, by the command line, so the three
+:func:`~lightning_ricci.analyze` (once) and, through :func:`~lightning_ricci.scalars.scalars`, by the command line, so the three
 give the same numbers on the same model and probe by construction. The steps:
 
-1. **Probe** (:func:`make_probe`): a tensor [N, ...]; a tuple ``(inputs, labels, ...)``; a dict batch
-   (the input under ``input_key``, by default the first of :data:`INPUT_KEYS` present, the labels under
-   ``label_key``, by default the first of :data:`LABEL_KEYS`); anything with ``batch_to_input(batch)``;
-   or a graph (a ``torch_geometric.data.Data``, or any object with ``x``, ``edge_index`` and
-   ``num_nodes``): its forward runs once on the whole graph and the probe points are the nodes of the
-   ``node_mask`` attribute (``"val_mask"`` by default, all nodes where the graph has none). Integer
-   labels [N] found this way go to ``ricci_flow(labels=...)``.
+1. **Probe**: a :class:`~lightning_ricci.probes.Probe` (:func:`~lightning_ricci.probes.make_probe`:
+   tensors, ``(x, y)`` tuples, dict batches, graphs).
 2. **Forward**: ``forward_fn(model, inputs)`` if given, else ``model(inputs)`` (``model(**inputs)`` for a
    dict input, ``model(data.x, data.edge_index)`` for a graph when ``forward`` takes two or more
    arguments, ``model(data)`` otherwise), in chunks of ``batch_size`` (graphs: once), in eval mode (every
    module's ``training`` flag is restored afterwards), under ``torch.no_grad()``, eagerly also under
    ``torch.compile`` (:func:`eager`), so that the temporary hooks fire and no graph is recompiled.
 3. **Layers**: ``layers`` names, classes or a predicate, or the default rules of
-   :mod:`lightning_ricci.capture` (blocks, else activation modules, else the children that run), capped
+   :mod:`lightning_ricci.layers` (blocks, else activation modules, else the children that run), capped
    at ``max_layers``; the probe input is layer 0 (``"input"``, or ``"probe_input"`` if a module is
    called so); integer inputs (token ids) enter it as floats.
-4. **Reduce**: each layer's output becomes [N, D_l] by ``reduce`` (see :mod:`lightning_ricci.capture`),
+4. **Reduce**: each layer's output becomes [N, D_l] by ``reduce`` (see :mod:`lightning_ricci.reduce`),
    batch by batch into one buffer per layer. If any layer is float64 all are promoted to float64, else
    all are float32.
 5. **Geometry**: ``ricci_flow(layers, k, ...)`` with ``k`` = :func:`default_k` of N unless given;
    ``k=[...]`` scans k in one call (a :class:`~lightning_ricci.RicciFlowScan`).
    Out of memory on CUDA: a retry on the GPU with 1/16 of the scratch memory (same result, slower),
    then the CPU; each warned once.
-6. **Scalars**: :func:`scalars` turns the result into the logged keys.
+6. **Scalars**: :func:`~lightning_ricci.scalars.scalars` turns the result into the logged keys.
 
 **Cost guard.** Before the first measurement, :meth:`Pipeline.estimate` projects the activation memory
 (N x sum of D_l x 4 bytes) and the time (the forward, timed on the first chunk, plus a model of the
@@ -43,8 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -52,61 +45,41 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lightning_ricci.capture import (
-    DEFAULT_MAX_LAYERS,
-    ActivationCapture,
-    CaptureError,
-    CaptureValueError,
-    Reduce,
-    check_layer_spec,
-    check_reduce,
-    default_layers,
-    find_layers,
-    largest_output,
-    reduce_output,
-)
+from lightning_ricci.capture import ActivationCapture
 from lightning_ricci.geometry import ricci_flow
 from lightning_ricci.geometry._checks import check_choice
 from lightning_ricci.geometry.curvature import EDGE_CURVATURES
 from lightning_ricci.geometry.flow import CONVENTIONS
 from lightning_ricci.geometry.knn import KNN_BACKENDS, KnnBackend
-from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
+from lightning_ricci.geometry.result import Convention, CurvatureKind
+from lightning_ricci.layers import (
+    DEFAULT_MAX_LAYERS,
+    check_layer_spec,
+    default_layers,
+    find_layers,
+    largest_output,
+)
+from lightning_ricci.probes import ForwardFn, Probe, default_forward
+from lightning_ricci.reduce import CaptureError, CaptureValueError, Reduce, check_reduce, reduce_output
+from lightning_ricci.scalars import Measurement, takes_labels
 
 __all__ = [
     "ACTIVATION_BUDGET_MB",
-    "CLASS_FIELDS",
-    "INPUT_KEYS",
+    "FORWARD_BUDGET_BYTES",
     "INPUT_LAYER",
-    "LABEL_KEYS",
     "TIME_BUDGET_S",
     "Captured",
     "Cost",
-    "Measurement",
+    "LayerSpec",
     "Pipeline",
-    "Probe",
+    "check_k",
     "default_k",
-    "degenerate_message",
-    "excluded_message",
-    "history_entry",
-    "payload",
     "eager",
     "eval_mode",
-    "check_k",
-    "expected_keys",
-    "first_result",
-    "is_graph",
-    "make_probe",
-    "probe_from_dataset",
-    "scalars",
-    "takes_labels",
 ]
 
 #: Name of the probe input, the first layer (``"probe_input"`` if a module of the model is called so).
 INPUT_LAYER = "input"
-#: Dict-batch keys tried, in order, for the model input when ``input_key`` is not given.
-INPUT_KEYS = ("x", "input", "inputs", "input_ids", "pixel_values", "image", "images", "features", "data")
-#: Dict-batch keys tried, in order, for the labels when ``label_key`` is not given.
-LABEL_KEYS = ("y", "label", "labels", "target", "targets", "class", "classes")
 #: Projected activation memory (MB) above which the cost guard warns.
 ACTIVATION_BUDGET_MB = 1024.0
 #: Projected seconds per measurement above which the cost guard warns.
@@ -125,9 +98,6 @@ _SMALL_CUDA_BUDGET = 1 << 27
 LayerSpec = (
     Sequence[str] | type[nn.Module] | tuple[type[nn.Module], ...] | Callable[[str, nn.Module], bool] | None
 )
-ForwardFn = Callable[[nn.Module, Any], Any]
-#: What one measurement gives: a result, or a scan over several k (``k=[...]``).
-Measurement = RicciFlowResult | RicciFlowScan
 
 
 def default_k(num_points: int) -> int:
@@ -228,323 +198,6 @@ def check_k(k: Any) -> int | list[int] | None:
     return cast("list[int]", values)
 
 
-def first_result(measurement: Measurement) -> RicciFlowResult:
-    """The result of a measurement, or of a scan's first k (the one logged under the usual keys)."""
-    return measurement.results[0] if isinstance(measurement, RicciFlowScan) else measurement
-
-
-def is_graph(obj: Any) -> bool:
-    """Whether ``obj`` is a graph probe: an object (a PyG ``Data``) with tensors ``x`` and ``edge_index``.
-
-    >>> is_graph(torch.zeros(3, 2)), is_graph(type("G", (), {"x": torch.zeros(3, 2), "edge_index": torch.zeros(2, 0)})())
-    (False, True)
-    """
-    return (
-        not isinstance(obj, (Tensor, Mapping, tuple, list))
-        and isinstance(getattr(obj, "edge_index", None), Tensor)
-        and isinstance(getattr(obj, "x", None), Tensor)
-    )
-
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    if isinstance(obj, Tensor):
-        return obj
-    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (tuple, list)) else ()
-    for value in values:
-        found = _first_tensor(value)
-        if found is not None:
-            return found
-    return None
-
-
-def _as_labels(value: Any, num_points: int) -> Tensor | None:
-    """Integer class ids [N] (a float tensor of whole numbers counts); anything else: no labels."""
-    if not isinstance(value, Tensor) or value.dim() != 1 or value.shape[0] != num_points:
-        return None
-    if value.is_floating_point():
-        if not bool((value == value.round()).all()) or bool((value < 0).any()):
-            return None
-        return value.long()
-    if value.dtype == torch.bool or value.is_complex():
-        return value.long() if value.dtype == torch.bool else None
-    return value.long() if bool((value >= 0).all()) else None
-
-
-@dataclasses.dataclass
-class Probe:
-    """A probe set: what the model is fed, how many points it has, their labels, and how to chunk it.
-
-    Build it with :func:`make_probe`.
-
-    Attributes:
-        batch (Any): the whole probe as a batch: a tensor, tuple, dict or graph.
-        num_points (int): N.
-        labels (Tensor | None): [N] long class ids, or None.
-        nodes (Tensor | None): [N] long node indices of a graph probe, else None.
-        input_key (str | None): the dict key of the model input.
-        batch_to_input (Callable | None): the callable that turns a batch into the model input.
-    """
-
-    batch: Any
-    num_points: int
-    labels: Tensor | None = None
-    nodes: Tensor | None = None
-    input_key: str | None = None
-    batch_to_input: Callable[[Any], Any] | None = None
-
-    @property
-    def is_graph(self) -> bool:
-        """Whether the probe is one graph whose forward runs once."""
-        return self.nodes is not None
-
-    def chunks(self, batch_size: int) -> Iterator[Any]:
-        """The probe as batches of at most ``batch_size`` points (a graph: once, whole)."""
-        if self.is_graph:
-            yield self.batch
-            return
-        for start in range(0, self.num_points, batch_size):
-            yield _slice(self.batch, start, min(start + batch_size, self.num_points), self.num_points)
-
-    def head(self, count: int) -> Any:
-        """The first ``count`` points as one batch (a graph: whole)."""
-        return next(self.chunks(count))
-
-    def model_input(self, batch: Any) -> Any:
-        """What the model is called with for one batch."""
-        if self.batch_to_input is not None:
-            return self.batch_to_input(batch)
-        if self.is_graph:
-            return batch
-        if isinstance(batch, Mapping):
-            return batch[self.input_key]
-        if isinstance(batch, (tuple, list)):
-            return batch[0]
-        return batch
-
-    def input_features(self, batch: Any, model_input: Any) -> Tensor:
-        """The probe input of one batch (layer 0): the graph's node features at the probe nodes, or the
-        model input's first tensor."""
-        if self.is_graph:
-            assert self.nodes is not None
-            x = model_input.x if is_graph(model_input) else batch.x
-            return cast(Tensor, x).index_select(0, self.nodes.to(x.device))
-        tensor = _first_tensor(model_input)
-        if tensor is None:
-            raise TypeError(
-                f"the model input holds no tensor (got {type(model_input).__name__}); the probe input is "
-                "layer 0: pass `input_key=` or a `batch_to_input` that returns one"
-            )
-        return tensor
-
-
-def _slice(obj: Any, start: int, stop: int, num_points: int) -> Any:
-    if isinstance(obj, Tensor):
-        return obj[start:stop] if obj.dim() > 0 and obj.shape[0] == num_points else obj
-    if isinstance(obj, Mapping):
-        return type(obj)({key: _slice(value, start, stop, num_points) for key, value in obj.items()})  # type: ignore[call-arg]
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_slice(value, start, stop, num_points) for value in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_slice(value, start, stop, num_points) for value in obj)
-    return obj
-
-
-def make_probe(
-    batch: Any,
-    *,
-    input_key: str | None = None,
-    label_key: str | None = None,
-    batch_to_input: Callable[[Any], Any] | None = None,
-    node_mask: str | None = "val_mask",
-    max_points: int | None = None,
-    seed: int = 0,
-    argument: str = "probe",
-) -> Probe:
-    """Build a :class:`Probe` from a batch of any supported kind (see the module docstring).
-
-    Args:
-        batch (Any): a tensor [N, ...], a tuple ``(inputs, labels, ...)``, a dict batch, a graph, or
-            anything ``batch_to_input`` understands.
-        input_key (str, optional): the dict key of the model input. Default: None (:data:`INPUT_KEYS`).
-        label_key (str, optional): the dict key of the labels. Default: None (:data:`LABEL_KEYS`).
-        batch_to_input (Callable, optional): batch -> model input. Default: None.
-        node_mask (str, optional): for a graph, the boolean node attribute whose nodes are the probe
-            points; ``None`` or a missing attribute: all nodes. Default: ``"val_mask"``.
-        max_points (int, optional): for a graph, keep at most this many nodes (a seeded sample).
-            Default: None.
-        seed (int, optional): the seed of that sample. Default: 0.
-        argument (str, optional): the argument name in error messages. Default: ``"probe"``.
-
-    Returns:
-        Probe: the probe.
-
-    Raises:
-        TypeError: an unsupported batch, or a dict without a known input key.
-        ValueError: fewer than 3 points, or ``input_key`` / ``label_key`` not in the dict.
-
-    >>> probe = make_probe({"x": torch.zeros(10, 3), "y": torch.arange(10) % 2})
-    >>> probe.num_points, probe.input_key, probe.labels.tolist()[:4]
-    (10, 'x', [0, 1, 0, 1])
-    """
-    labels: Tensor | None = None
-    nodes: Tensor | None = None
-    key: str | None = None
-    if is_graph(batch):
-        num_nodes = int(getattr(batch, "num_nodes", None) or batch.x.shape[0])
-        mask = getattr(batch, node_mask, None) if node_mask else None
-        if (
-            isinstance(mask, Tensor)
-            and mask.dtype == torch.bool
-            and mask.numel() == num_nodes
-            and bool(mask.any())
-        ):
-            nodes = mask.nonzero().flatten().cpu()
-        else:
-            nodes = torch.arange(num_nodes)
-        if max_points is not None and nodes.numel() > max_points:
-            generator = torch.Generator().manual_seed(seed)
-            nodes = nodes[torch.randperm(nodes.numel(), generator=generator)[:max_points]].sort().values
-        y = getattr(batch, "y", None)
-        if isinstance(y, Tensor) and y.dim() == 1 and y.shape[0] == num_nodes:
-            labels = _as_labels(y.index_select(0, nodes.to(y.device)).cpu(), nodes.numel())
-        num_points = int(nodes.numel())
-    elif isinstance(batch, Mapping):
-        if input_key is not None and input_key not in batch:
-            raise ValueError(
-                f"`input_key` must be a key of the batch (got {input_key!r}; keys {list(batch)[:12]})"
-            )
-        if label_key is not None and label_key not in batch:
-            raise ValueError(
-                f"`label_key` must be a key of the batch (got {label_key!r}; keys {list(batch)[:12]})"
-            )
-        key = input_key or next((k for k in INPUT_KEYS if k in batch), None)
-        if key is None and batch_to_input is None:
-            raise TypeError(
-                f"`{argument}` is a dict batch without a known input key (got keys {list(batch)[:12]}): pass "
-                f"`input_key=` (and `label_key=`), or `batch_to_input=`"
-            )
-        first = _first_tensor(batch[key]) if key is not None else _first_tensor(batch)
-        num_points = _num_points(first, argument)
-        found_label = label_key or next((k for k in LABEL_KEYS if k in batch), None)
-        if found_label is not None:
-            labels = _as_labels(batch[found_label], num_points)
-    elif isinstance(batch, (tuple, list)) and not isinstance(batch, Tensor):
-        if len(batch) == 0:
-            raise TypeError(
-                f"`{argument}` must be a tensor [N, ...] or a tuple (inputs, labels) (got an empty {type(batch).__name__})"
-            )
-        first = batch[0] if batch_to_input is None else _first_tensor(batch)
-        if not isinstance(first, Tensor) and batch_to_input is None:
-            raise TypeError(
-                f"`{argument}` must be a tensor [N, ...] or a tuple (inputs, labels) whose first element is one "
-                f"(got {type(first).__name__})"
-            )
-        num_points = _num_points(first, argument)
-        if len(batch) > 1:
-            labels = _as_labels(batch[1], num_points)
-    elif isinstance(batch, Tensor):
-        num_points = _num_points(batch, argument)
-    elif batch_to_input is not None:
-        num_points = _num_points(_first_tensor(batch_to_input(batch)), argument)
-    else:
-        raise TypeError(
-            f"`{argument}` must be a tensor [N, ...], a tuple (inputs, labels), a dict batch or a graph "
-            f"(got {type(batch).__name__}); for other batches pass `batch_to_input=`"
-        )
-    return Probe(batch, num_points, labels, nodes, key, batch_to_input)
-
-
-def _num_points(tensor: Any, argument: str) -> int:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"`{argument}` must hold a tensor [N, ...] of inputs (got {type(tensor).__name__})")
-    if tensor.dim() == 0 or tensor.shape[0] < 3:
-        raise ValueError(
-            f"`{argument}` must hold at least 3 samples along dim 0 (got shape {tuple(tensor.shape)})"
-        )
-    return int(tensor.shape[0])
-
-
-def probe_from_dataset(
-    dataset: Any,
-    collate: Callable[[list[Any]], Any],
-    num_samples: int,
-    seed: int,
-    indices: Sequence[int] | None = None,
-    **options: Any,
-) -> tuple[Probe, list[int]]:
-    """The default probe: a seeded sample of ``num_samples`` items of ``dataset`` (sorted indices),
-    collated as one batch; or, when the dataset holds a graph, that graph with at most ``num_samples``
-    nodes of its ``node_mask``. ``indices`` (restored from a checkpoint) win over the seed.
-
-    Args:
-        dataset (Any): a map-style dataset.
-        collate (Callable): the dataloader's ``collate_fn``.
-        num_samples (int): the probe size (capped by the dataset size).
-        seed (int): the sample's seed.
-        indices (Sequence[int], optional): the indices (graph: node indices) to use. Default: None.
-        **options: passed to :func:`make_probe` (``input_key``, ``label_key``, ``batch_to_input``,
-            ``node_mask``, ``argument``).
-
-    Returns:
-        tuple[Probe, list[int]]: the probe and its indices.
-
-    Raises:
-        ValueError: a dataset without ``len()``, or restored indices out of its range.
-
-    >>> probe, indices = probe_from_dataset([(torch.tensor([float(i)]), i % 2) for i in range(10)],
-    ...                                     torch.utils.data.default_collate, 4, seed=0)
-    >>> probe.num_points, indices == sorted(indices)
-    (4, True)
-    """
-    argument = options.pop("argument", "the validation batch")
-    try:
-        size = len(dataset)
-    except TypeError:
-        raise ValueError(
-            f"the default probe cannot sample a {type(dataset).__name__} without `len()` (an IterableDataset); "
-            "pass `probe=` explicitly"
-        ) from None
-    first = dataset[0]
-    if is_graph(first):
-        probe = make_probe(first, **options, max_points=num_samples, seed=seed, argument=argument)
-        assert probe.nodes is not None
-        if indices is not None:
-            probe.nodes = torch.tensor(list(indices), dtype=torch.long)
-            probe.num_points = len(indices)
-        return probe, probe.nodes.tolist()
-    if indices is None:
-        generator = torch.Generator().manual_seed(seed)
-        indices = torch.randperm(size, generator=generator)[: min(num_samples, size)].sort().values.tolist()
-    elif indices and max(indices) >= size:
-        raise ValueError(
-            f"the restored probe indices go up to {max(indices)}, but the dataset has {size} samples: resume "
-            "with the same data, or pass `probe=`"
-        )
-    batch = collate([dataset[i] for i in indices])
-    return make_probe(batch, **options, argument=argument), list(indices)
-
-
-def default_forward(model: nn.Module, inputs: Any) -> Any:
-    """``model(inputs)``; ``model(**inputs)`` for a dict; ``model(x, edge_index)`` for a graph when the
-    model's ``forward`` takes two or more arguments, else ``model(graph)``.
-
-    >>> default_forward(nn.Linear(2, 1), torch.zeros(3, 2)).shape
-    torch.Size([3, 1])
-    """
-    if is_graph(inputs):
-        try:
-            params = inspect.signature(model.forward).parameters.values()
-        except (TypeError, ValueError):
-            params = []  # type: ignore[assignment]
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params):
-            return model(inputs.x, inputs.edge_index)
-        return model(inputs)
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    return model(inputs)
-
-
 @dataclasses.dataclass
 class Captured:
     """The layers of one probe pass, ready for ``ricci_flow``.
@@ -608,7 +261,7 @@ class Pipeline:
         knn_backend (str): passed to ``ricci_flow``. Default: ``"auto"``.
         memory_budget (int, optional): passed to ``ricci_flow``. Default: None.
         reduce (str | Callable | Mapping): per-layer reduction. Default: ``"auto"``.
-        max_layers (int): cap on the default layers. Default: :data:`~lightning_ricci.capture.DEFAULT_MAX_LAYERS`.
+        max_layers (int): cap on the default layers. Default: :data:`~lightning_ricci.layers.DEFAULT_MAX_LAYERS`.
         batch_size (int, optional): probe points per forward pass. Default: None: chosen by
             :meth:`resolve` so that a batch's largest module output times 12 stays within
             :data:`FORWARD_BUDGET_BYTES` (128 MB), between 8 and 256 (256 for MLPs).
@@ -619,6 +272,7 @@ class Pipeline:
         TypeError, ValueError: a bad argument (the message names it).
 
     >>> net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> from lightning_ricci.probes import make_probe
     >>> pipeline = Pipeline(k=5)
     >>> result, captured = pipeline.measure(net, make_probe(torch.randn(40, 2)))
     >>> captured.names, result.k
@@ -713,13 +367,12 @@ class Pipeline:
         points = probe.num_points if probe.is_graph else min(self.batch_size, probe.num_points, 64)
         sample = probe.head(points)
         # Rows of every hooked output: the batch, or all the nodes of a graph.
-        rows = _rows_of_graph(probe) if probe.is_graph else points
+        rows = probe.graph_rows() if probe.is_graph else points
         spec = self.layers
         dims: list[int] = []
 
         def record(features: Tensor) -> None:
-            features = features if features.is_floating_point() else features.float()
-            dims.append(int(reduce_output(features, self._input_reduce(), INPUT_LAYER)[0].shape[1]))
+            dims.append(int(self.input_block(features)[0].shape[1]))
 
         with eval_mode(model):
             if isinstance(spec, list):
@@ -779,9 +432,7 @@ class Pipeline:
 
         def record(features: Tensor) -> None:
             nonlocal inputs, filled, how
-            if not features.is_floating_point():
-                features = features.float()
-            block, how = reduce_output(features, self._input_reduce(), INPUT_LAYER)
+            block, how = self.input_block(features)
             if inputs is None:
                 inputs = block.new_empty((probe.num_points, block.shape[1]))
             inputs[filled : filled + block.shape[0]] = block
@@ -789,25 +440,55 @@ class Pipeline:
 
         with eval_mode(model), capture:
             for batch in probe.chunks(self.batch_size):
-                rows = None if probe.is_graph else _rows(batch, probe)
+                rows = None if probe.is_graph else probe.rows(batch)
                 capture.forward(
                     lambda batch=batch: self._call(model, probe, batch, prepare, convert, context, record),  # type: ignore[misc]
                     batch_size=rows,
                 )
             acts = capture.activations()
         assert inputs is not None
+        return self.assemble(inputs, how, acts, capture.reductions, probe.labels)
+
+    def input_layer(self, probe: Probe, prepare: Callable[[Any], Any] | None = None) -> tuple[Tensor, str]:
+        """Layer 0 of the whole probe without a forward pass: [N, D_0] and its reduction.
+
+        The same values :meth:`capture` records (each chunk through ``prepare``, the model input's first
+        tensor, integer inputs as floats, reduced by ``reduce``).
+        """
+        blocks: list[Tensor] = []
+        how = "flatten"
+        for batch in probe.chunks(self.batch_size):
+            if prepare is not None:
+                batch = prepare(batch)
+            block, how = self.input_block(probe.input_features(batch, probe.model_input(batch)))
+            blocks.append(block)
+        return torch.cat(blocks) if len(blocks) > 1 else blocks[0], how
+
+    @staticmethod
+    def assemble(
+        inputs: Tensor,
+        how: str,
+        acts: Mapping[str, Tensor],
+        reductions: Mapping[str, str],
+        labels: Tensor | None,
+    ) -> Captured:
+        """The :class:`Captured` of layer 0 and the module layers: on the module layers' device, all
+        float64 if any is, the input named ``"input"`` (``"probe_input"`` if a module is called so)."""
         input_name = INPUT_LAYER if INPUT_LAYER not in acts else "probe_input"
         tensors = [inputs.to(next(iter(acts.values())).device), *acts.values()]
         if any(t.dtype == torch.float64 for t in tensors):
             tensors = [t.double() for t in tensors]
-        reductions = {input_name: how, **capture.reductions}
-        return Captured([input_name, *acts], tensors, reductions, probe.labels)
+        return Captured([input_name, *acts], tensors, {input_name: how, **reductions}, labels)
 
-    def _input_reduce(self) -> Reduce:
+    def input_block(self, features: Tensor) -> tuple[Tensor, str]:
+        """Layer 0 of one batch from the model input's tensor: integers as floats, then ``reduce`` (the
+        ``"input"`` entry of a dict ``reduce``, else ``"auto"``; a str or callable applies to it too)."""
         reduce = self.reduce
         if isinstance(reduce, Mapping):
-            return reduce.get(INPUT_LAYER, "auto")
-        return reduce
+            reduce = reduce.get(INPUT_LAYER, "auto")
+        return reduce_output(
+            features if features.is_floating_point() else features.float(), reduce, INPUT_LAYER
+        )
 
     # ------------------------------------------------------------------ geometry
 
@@ -907,241 +588,3 @@ class Pipeline:
         """One line naming the layers, the rule that chose them, their reductions and sizes."""
         parts = [f"{name} [{reductions.get(name, '?')}, {dim}]" for name, dim in zip(names, captured_dims)]
         return f"{len(names)} layers (rule: {self.rule}): " + ", ".join(parts)
-
-
-#: Fewest chosen layers (the probe input not counted) for a correlation over at least 3 points.
-MIN_LAYERS = {"baptista": 4, "hehl": 3}
-
-
-def degenerate_message(convention: str, num_layers: int) -> str | None:
-    """A warning when ``num_layers`` chosen layers leave the coefficient a correlation of <= 2 points.
-
-    ``baptista`` pairs the curvature of hidden layers 1..L-2 with the next change: L - 2 points for L
-    layers with the input, so it needs 4 chosen layers; ``hehl`` pairs every layer but the last: it
-    needs 3.
-
-    >>> degenerate_message("hehl", 3) is None, degenerate_message("baptista", 3)[:40]
-    (True, 'convention="baptista" with 3 chosen laye')
-    """
-    need = MIN_LAYERS.get(convention, 3)
-    if num_layers >= need:
-        return None
-    points = num_layers - 1 if convention == "baptista" else num_layers
-    return (
-        f'convention="{convention}" with {num_layers} chosen layers: the coefficient is a correlation of '
-        f"{max(points, 0)} point(s), always +-1 or undefined; choose at least {need} layers (`layers=`)"
-    )
-
-
-def _rows(batch: Any, probe: Probe) -> int:
-    tensor = _first_tensor(probe.model_input(batch)) if probe.batch_to_input is None else None
-    if tensor is None:
-        tensor = _first_tensor(batch)
-    assert tensor is not None
-    return int(tensor.shape[0])
-
-
-def _rows_of_graph(probe: Probe) -> int:
-    return int(getattr(probe.batch, "num_nodes", None) or probe.batch.x.shape[0])
-
-
-# --------------------------------------------------------------------------- scalars
-
-_CLASS_FIELDS = (
-    ("modularity", "class_modularity"),
-    ("normalized_cut", "class_normalized_cut"),
-    ("mixing", "class_mixing"),
-    ("curvature_gap", "curvature_gap"),
-)
-
-
-#: The class-structure keys ``ricci/class/{field}`` (with labels).
-CLASS_FIELDS = tuple(key for key, _ in _CLASS_FIELDS)
-
-
-def takes_labels() -> bool:
-    """Whether this version's ``ricci_flow`` takes ``labels=`` (the class-structure fields).
-
-    >>> isinstance(takes_labels(), bool)
-    True
-    """
-    return "labels" in inspect.signature(ricci_flow).parameters
-
-
-def _field(result: RicciFlowResult, new: str, old: str) -> Tensor:
-    """A result field by its new name, falling back to the old one (``total_curvature``/``curvature``)."""
-    names = {f.name for f in dataclasses.fields(result)}
-    return cast(Tensor, getattr(result, new if new in names else old))
-
-
-def scalars(result: Measurement, layer_names: Sequence[str]) -> dict[str, float]:
-    """The logged numbers of one result, keyed as the monitor logs them (without its ``log_prefix``).
-
-    Undefined values are NaN here (the monitor replaces them, see :mod:`lightning_ricci.carry`):
-
-    * ``ricci/coefficient``: the convention's coefficient; where the paper's rule leaves it undefined,
-      the coefficient over pairs connected in both layers (``coefficient_connected``); NaN if that is
-      undefined too. ``ricci/excluded``: 1.0 when the connected-pairs value stands in, else 0.0.
-    * ``ricci/local_mean``, ``ricci/local_negative_share``: Hehl et al.'s mean local coefficient and the
-      share of negative ones.
-    * ``ricci/critical_layer``: the transition t (layer t -> t+1) where the layer coefficient is lowest.
-    * ``ricci/curvature/{layer}``: total Forman curvature of the layer's kNN graph (summed over the
-      convention's edges: directed with in+out degree under ``baptista``); ``ricci/geodesic_sum/{layer}``:
-      summed hop distances of connected pairs.
-    * with labels: ``ricci/class/{modularity,normalized_cut,mixing,curvature_gap}`` of the last layer and
-      ``ricci/class/{field}/{layer}`` for every layer.
-    * a :class:`~lightning_ricci.RicciFlowScan` (``k=[...]``): the keys above of its first k's result,
-      plus ``ricci/k/{k}/coefficient`` for every k (the scan's ``coefficients``: the paper's value, else
-      the connected-pairs one), ``ricci/k/spread`` and ``ricci/k/sign_agreement``.
-
-    Args:
-        result (RicciFlowResult | RicciFlowScan): the result, or a scan over k.
-        layer_names (Sequence[str]): the L layer names.
-
-    Returns:
-        dict[str, float]: key -> value.
-
-    Raises:
-        ValueError: ``layer_names`` does not have L entries.
-
-    >>> from lightning_ricci import ricci_flow
-    >>> g = torch.Generator().manual_seed(0)
-    >>> layers = [torch.randn(30, 3, generator=g) for _ in range(4)]
-    >>> keys = scalars(ricci_flow(layers, 4), ["input", "a", "b", "c"])
-    >>> sorted(keys)[:3], "ricci/curvature/b" in keys
-    (['ricci/coefficient', 'ricci/critical_layer', 'ricci/curvature/a'], True)
-    >>> sorted(k for k in scalars(ricci_flow(layers, [4, 8]), ["input", "a", "b", "c"]) if "/k/" in k)
-    ['ricci/k/4/coefficient', 'ricci/k/8/coefficient', 'ricci/k/sign_agreement', 'ricci/k/spread']
-    """
-    if isinstance(result, RicciFlowScan):
-        keyed = scalars(result.results[0], layer_names)
-        for k, value in zip(result.ks, result.coefficients.tolist()):
-            keyed[f"ricci/k/{k}/coefficient"] = float(value)
-        keyed["ricci/k/spread"] = float(result.spread)
-        keyed["ricci/k/sign_agreement"] = float(result.sign_agreement)
-        return keyed
-    total = _field(result, "total_curvature", "curvature")
-    if len(layer_names) != total.numel():
-        raise ValueError(f"`layer_names` must name the {total.numel()} layers (got {len(layer_names)})")
-    paper, connected = float(result.coefficient), float(result.coefficient_connected)
-    out: dict[str, float] = {
-        "ricci/coefficient": paper
-        if math.isfinite(paper)
-        else connected
-        if math.isfinite(connected)
-        else math.nan,
-        "ricci/excluded": 0.0 if math.isfinite(paper) else 1.0,
-        "ricci/local_mean": float(result.local_mean),
-        "ricci/local_negative_share": float(result.local_negative_share),
-        "ricci/critical_layer": float(result.critical_layer) if result.critical_layer >= 0 else math.nan,
-    }
-    for name, value in zip(layer_names, total.detach().cpu().tolist()):
-        out[f"ricci/curvature/{name}"] = float(value)
-    for name, value in zip(layer_names, result.geodesic_sum.detach().cpu().tolist()):
-        out[f"ricci/geodesic_sum/{name}"] = float(value)
-    for key, attribute in _CLASS_FIELDS:
-        values = getattr(result, attribute, None)
-        if not isinstance(values, Tensor) or values.numel() != len(layer_names):
-            continue
-        per_layer = [float(v) for v in values.detach().cpu().tolist()]
-        out[f"ricci/class/{key}"] = per_layer[-1]
-        for name, value in zip(layer_names, per_layer):
-            out[f"ricci/class/{key}/{name}"] = value
-    return out
-
-
-def expected_keys(layer_names: Sequence[str], labels: bool, ks: Sequence[int] | None = None) -> list[str]:
-    """The keys of :func:`scalars` for these layers (with ``labels``: the class keys too; with ``ks``, a
-    k scan: the per-k keys), also logged when a measurement fails.
-
-    >>> expected_keys(["input", "h"], labels=False)[-2:]
-    ['ricci/geodesic_sum/input', 'ricci/geodesic_sum/h']
-    """
-    keys = ["ricci/coefficient", "ricci/local_mean", "ricci/local_negative_share", "ricci/critical_layer"]
-    keys += [f"ricci/{kind}/{name}" for kind in ("curvature", "geodesic_sum") for name in layer_names]
-    if labels and takes_labels():
-        for field in CLASS_FIELDS:
-            keys += [f"ricci/class/{field}", *(f"ricci/class/{field}/{name}" for name in layer_names)]
-    if ks is not None:
-        keys += [*(f"ricci/k/{k}/coefficient" for k in ks), "ricci/k/spread", "ricci/k/sign_agreement"]
-    return keys
-
-
-def excluded_message(convention: str, flag: str) -> str:
-    """The warning for a measurement whose paper coefficient is undefined (``flag``: the prefixed
-    ``ricci/excluded`` key).
-
-    >>> excluded_message("hehl", "ricci/excluded")[:38]
-    "the 'hehl' coefficient is undefined (a"
-    """
-    return (
-        f"the {convention!r} coefficient is undefined (a kNN graph changed connectivity between layers, or a "
-        f"series is constant); logging the both-layers-connected coefficient instead with {flag} = 1. "
-        "Reported once."
-    )
-
-
-def payload(
-    measurement: Measurement | None,
-    captured: Captured | None,
-    layer_names: Sequence[str],
-    error: BaseException | None = None,
-) -> dict[str, Any]:
-    """What one measurement gives to log, as plain picklable values (the monitor broadcasts it).
-
-    Keys: ``values`` (:func:`scalars`; empty on failure), ``error`` (``"Type: message"`` or None),
-    ``reductions`` (layer name -> reduction), ``extra`` (``coefficient_paper``,
-    ``coefficient_connected``, ``layer``: the layer coefficients, of the first k's result) and ``dims``
-    (D_l of the captured layers).
-
-    >>> payload(None, None, [], RuntimeError("boom"))["error"]
-    'RuntimeError: boom'
-    """
-    if measurement is None:
-        failed = f"{type(error).__name__}: {error}"
-        return {"values": {}, "error": failed, "reductions": {}, "extra": {}, "dims": []}
-    result = first_result(measurement)
-    extra = {
-        "coefficient_paper": float(result.coefficient),
-        "coefficient_connected": float(result.coefficient_connected),
-        "layer": [float(v) for v in result.layer_coefficient.detach().cpu().tolist()],
-    }
-    return {
-        "values": scalars(measurement, layer_names),
-        "error": None,
-        "reductions": dict(captured.reductions) if captured is not None else {},
-        "extra": extra,
-        "dims": [int(t.shape[1]) for t in captured.layers] if captured is not None else [],
-    }
-
-
-def history_entry(
-    sent: Mapping[str, Any],
-    logged: Mapping[str, float],
-    carried: set[str],
-    layer_names: Sequence[str],
-    **where: Any,
-) -> dict[str, Any]:
-    """The monitor's history entry of one measurement: ``where`` (``epoch``, ``global_step``, ``stage``)
-    and the numbers of its :func:`payload` ``sent`` and of what was ``logged`` (see
-    :class:`~lightning_ricci.RicciFlowMonitor`'s ``history``).
-    """
-    values, extra = sent["values"], sent["extra"]
-    critical = values.get("ricci/critical_layer", math.nan)
-    return {
-        **where,
-        "coefficient": logged["ricci/coefficient"],
-        "coefficient_paper": extra.get("coefficient_paper", math.nan),
-        "coefficient_connected": extra.get("coefficient_connected", math.nan),
-        "excluded": bool(logged["ricci/excluded"]),
-        "failed": sent["error"] is not None,
-        "carried": sorted(carried),
-        "local_mean": logged["ricci/local_mean"],
-        "local_negative_share": logged["ricci/local_negative_share"],
-        "critical_layer": int(critical) if math.isfinite(critical) else -1,
-        "curvature": {n: logged.get(f"ricci/curvature/{n}", math.nan) for n in layer_names},
-        "geodesic_sum": {n: logged.get(f"ricci/geodesic_sum/{n}", math.nan) for n in layer_names},
-        "layer": list(extra.get("layer", [])),
-        "reductions": dict(sent["reductions"]),
-        "seconds": float(sent["seconds"]),
-    }

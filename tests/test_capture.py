@@ -6,14 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_ricci.capture import (
-    ActivationCapture,
-    activation_module_names,
-    candidate_module_names,
-    find_layers,
-    flatten_output,
-    normalize_name,
-)
+from lightning_ricci.capture import ActivationCapture, normalize_name
+from lightning_ricci.layers import activation_module_names, candidate_module_names, find_layers
+from lightning_ricci.reduce import flatten_output
 
 
 def _mlp() -> nn.Sequential:

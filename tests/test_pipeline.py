@@ -12,21 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_ricci import ricci_flow
-from lightning_ricci.capture import (
-    ActivationCapture,
-    CaptureError,
-    default_layers,
-    reduce_output,
-    spread_layers,
-)
-from lightning_ricci.pipeline import (
-    Pipeline,
-    degenerate_message,
-    history_entry,
-    make_probe,
-    payload,
-    scalars,
-)
+from lightning_ricci.capture import ActivationCapture, CaptureError
+from lightning_ricci.layers import default_layers, spread_layers
+from lightning_ricci.pipeline import Pipeline
+from lightning_ricci.probes import make_probe
+from lightning_ricci.reduce import reduce_output
+from lightning_ricci.scalars import degenerate_message, history_entry, payload, scalars
 
 
 def mlp() -> nn.Sequential:
