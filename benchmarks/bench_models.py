@@ -17,13 +17,20 @@ at the recommended explicit one (``EXPLICIT`` below), one measurement exactly as
 
 * the layers chosen (count, names) and the activation memory N x sum of D_l x 4 bytes;
 * ``forward s``: the plain probe forward without hooks (what a validation pass over the probe costs
-  anyway), ``pass s``: the monitor's probe pass, ``geometry s``: ``ricci_flow``, ``s/eval``: the two;
-* ``peak MB``: the growth of the process's peak resident memory during the measurement;
-* ``epoch x``: the time of a training epoch with the monitor over the time without it, in one process:
-  for the models whose measurement takes under ``--fit-limit`` seconds a real ``Trainer.fit`` (2 epochs
-  of ``--train`` samples, the second timed, validation on the probe set), and for every model the
-  share of a 50,000-sample epoch (``50k %``: s/eval over 50,000 x the measured training-step time per
-  sample).
+  anyway), ``pass s``: the monitor's probe pass, ``geometry s``: ``ricci_flow``, ``pass+geo``: the two
+  (what a measurement costs where the probe cannot be read from the validation loop);
+* ``peak MB``: the growth of the process's peak resident memory during that measurement;
+* ``loop s`` and ``loop MB`` (:func:`loop_measure`): the same measurement as the monitor makes it where it
+  reads the probe from the validation loop (``capture="auto"``, the default wherever the validation
+  loader visits its data in order): the monitor's own seconds (its hooks in the loop plus the geometry)
+  and its peak memory over that of the plain validation loop;
+* at zero configuration, for the models whose plain forward takes under ``--fit-limit`` seconds, a real
+  ``Trainer.fit`` with ``RicciFlowMonitor()`` against the same fit without it (:func:`monitored_fit`):
+  ``fit s``, the monitor's own seconds per evaluation as its history records them, ``loop pts``, the
+  probe points it read from the validation loop, ``val x`` and ``epoch x``, the validation run's and the
+  whole epoch's time with the monitor over without;
+* ``50k %``: the share of a 50,000-sample training epoch that one evaluation costs (``loop s``, else
+  ``pass+geo``, over 50,000 x the measured training-step time per sample).
 
 Timings on a shared machine are noisy: compare within one run. Each measurement runs once (``--repeat``
 for the median of several).
@@ -49,7 +56,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/model_zoo.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_memory.py
 
-from _epochs import EpochTimer  # noqa: E402
+from _epochs import EpochTimer, ValidationTimer  # noqa: E402
 from _memory import cpu_peak_growth  # noqa: E402
 from lightning.pytorch import Callback, Trainer  # noqa: E402
 from model_zoo import (  # noqa: E402
@@ -66,6 +73,7 @@ from model_zoo import (  # noqa: E402
 from lightning_ricci import RicciFlowMonitor  # noqa: E402
 from lightning_ricci.pipeline import Pipeline  # noqa: E402
 from lightning_ricci.probes import make_probe  # noqa: E402
+from lightning_ricci.stream import ProbeStream, loop_plan  # noqa: E402
 
 #: The recommended explicit configuration of each model: the stage outputs of the ResNets, globally
 #: pooled; the class token of the ViT; the blocks of the rest, as the zero configuration picks them.
@@ -157,6 +165,55 @@ def measure(name: str, model: Any, options: dict[str, Any], repeat: int) -> dict
     }
 
 
+def loop_measure(name: str, model: Any, options: dict[str, Any], repeat: int) -> dict[str, float]:
+    """One measurement as the monitor makes it when it reads the probe from the validation loop
+    (:class:`lightning_ricci.stream.ProbeStream`): the model's validation loader run with the stream
+    hooked (inputs checked, probe rows of each layer kept), then ``ricci_flow``. The probe is the whole
+    validation set here. ``loop_s``: the stream's own seconds in the loop plus the geometry;
+    ``loop_peak_mb``: the peak memory growth of that loop and the geometry minus that of the plain loop.
+    """
+    loader = model.val_dataloader()
+    pipeline = Pipeline(**options)
+    probe = probe_of(name, model)
+    names, _, _ = pipeline.resolve(model, probe)
+    plan = loop_plan(loader, list(range(probe.num_points)))
+    assert plan is not None, "the zoo's validation loaders visit their data in order"
+    stream = ProbeStream(pipeline, model, probe, names, plan, pipeline.input_layer(probe))
+
+    def run_loop(hooked: bool) -> None:
+        if hooked:
+            stream.start()
+        with torch.inference_mode():
+            for batch_idx, batch in enumerate(loader):
+                if hooked:
+                    stream.batch_start(batch_idx, batch)
+                model(batch[0])
+                if hooked:
+                    stream.batch_end()
+        if hooked:
+            stream.stop()
+
+    model.eval()
+    run_loop(True)  # warm-up, and the one check against a probe pass
+    assert stream.verify(lambda sub: pipeline.capture(model, sub, names)), stream.broken
+    seconds, peaks = [], []
+    for _ in range(repeat):
+        timings: dict[str, float] = {}
+
+        def once(timings: dict[str, float] = timings) -> None:
+            run_loop(True)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                pipeline.compute(stream.result(lambda sub: pipeline.capture(model, sub, names)))
+            timings["loop"] = stream.seconds + time.perf_counter() - start
+
+        plain = cpu_peak_growth(lambda: run_loop(False))
+        hooked = cpu_peak_growth(once)
+        seconds.append(timings["loop"])
+        peaks.append(math.nan if plain is None or hooked is None else hooked - plain)
+    return {"loop_s": statistics.median(seconds), "loop_peak_mb": statistics.median(peaks)}
+
+
 def train_seconds_per_sample(name: str, model: Any, steps: int = 2, batch: int = 32) -> float:
     """Training time (forward, backward, Adam step) per sample, on the model's own training data."""
     model.train()
@@ -178,19 +235,36 @@ def train_seconds_per_sample(name: str, model: Any, steps: int = 2, batch: int =
     return (time.perf_counter() - start) / (steps * count)
 
 
-def fit_ratio(factory: Callable[[], Any]) -> float:
-    """Second-epoch time with RicciFlowMonitor() over without, in this process (validation included)."""
-    times = []
-    for monitor in (None, RicciFlowMonitor(log_figures=False, log_histograms=False)):
-        timer = EpochTimer()
-        callbacks: list[Callback] = [timer] if monitor is None else [timer, monitor]
+def monitored_fit(factory: Callable[[], Any]) -> dict[str, float]:
+    """``RicciFlowMonitor()`` in a real ``Trainer.fit`` (2 epochs of 2 training batches, validation over the
+    model's N validation images, sanity check on) against the same fit without it, in this process.
+
+    Returns the monitor's own seconds of the second measurement (its history: the geometry, plus its
+    hooks in the validation loop or its probe pass), how many probe points it read from the loop, the
+    second validation run's time with over without the monitor and its difference, and the same ratio
+    for the whole second epoch (training and validation).
+    """
+    epochs, runs, monitor = [], [], None
+    for with_monitor in (False, True):
+        monitor = RicciFlowMonitor(log_figures=False, log_histograms=False) if with_monitor else None
+        epoch_timer, validation_timer = EpochTimer(), ValidationTimer()
+        callbacks: list[Callback] = [epoch_timer, *([monitor] if monitor else []), validation_timer]
         trainer = Trainer(
-            max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks,
+            max_epochs=2, limit_train_batches=2, accelerator="cpu", devices=1, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
         )  # fmt: skip
         trainer.fit(factory())
-        times.append(timer.times[-1])
-    return times[1] / times[0]
+        epochs.append(epoch_timer.times[-1])
+        runs.append(validation_timer.times[-1])
+    assert monitor is not None
+    entry = monitor.history[-1]
+    return {
+        "monitor_s": float(entry["seconds"]),
+        "from_loop": int(entry.get("from_loop", 0)),
+        "val_ratio": runs[1] / runs[0],
+        "val_extra_s": runs[1] - runs[0],
+        "epoch_ratio": epochs[1] / epochs[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000, help="probe points (GCN: graph nodes) (default: 1000)")
     parser.add_argument("--n-large", type=int, default=100, help="probe points of the 224^2 ResNet-50 (100)")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per configuration (median)")
-    parser.add_argument("--fit-limit", type=float, default=5.0, help="real fit ratio below these s/eval")
+    parser.add_argument(
+        "--fit-limit", type=float, default=60.0, help="real fits where the plain forward takes less (s)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -211,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), N = {args.n} (ResNet-50: {args.n_large})"
     )
     header = (
-        f"{'model':<18} {'config':<8} {'L':>3} {'act MB':>8} {'forward s':>9} {'pass s':>8} {'geometry s':>10} "
-        f"{'s/eval':>7} {'peak MB':>8} {'epoch x':>8} {'50k %':>7}  layers"
+        f"{'model':<18} {'config':<8} {'L':>3} {'act MB':>7} {'forward s':>9} {'pass s':>7} {'geometry s':>10} "
+        f"{'pass+geo':>8} {'peak MB':>7} {'loop s':>7} {'loop MB':>7} {'fit s':>6} {'loop pts':>8} {'val x':>6} "
+        f"{'epoch x':>7} {'50k %':>6}  layers"
     )
     print(header)
     for name in args.models or list(makers):
@@ -222,26 +299,28 @@ def main(argv: list[str] | None = None) -> int:
         for config, options in (("zero", {}), ("explicit", EXPLICIT[name])):
             row = measure(name, model, options, args.repeat)
             seconds = row["pass_s"] + row["geometry_s"]
-            ratio = math.nan
-            if config == "zero" and seconds < args.fit_limit:
-                ratio = fit_ratio(makers[name])
-            share = 100 * seconds / (50_000 * per_sample)
+            loop = {"loop_s": math.nan, "loop_peak_mb": math.nan}
+            if name != "gcn":  # a graph probe runs whole: always a probe pass
+                loop = loop_measure(name, model, options, args.repeat)
+            fit = dict.fromkeys(
+                ("monitor_s", "from_loop", "val_ratio", "val_extra_s", "epoch_ratio"), math.nan
+            )
+            if config == "zero" and forward < args.fit_limit:
+                fit = monitored_fit(makers[name])
+            cost = seconds if math.isnan(loop["loop_s"]) else loop["loop_s"]
+            share = 100 * cost / (50_000 * per_sample)
             row.update(
-                model=name,
-                config=config,
-                forward_s=forward,
-                seconds=seconds,
-                epoch_ratio=ratio,
-                share_50k=share,
+                model=name, config=config, forward_s=forward, seconds=seconds, share_50k=share, **loop, **fit
             )
             rows.append(row)
             shown = ", ".join(row["layers"]) if len(row["layers"]) <= 6 else (
                 ", ".join(row["layers"][:3]) + f", ... , {row['layers'][-1]}"
             )  # fmt: skip
             print(
-                f"{name:<18} {config:<8} {len(row['layers']) + 1:>3} {row['activation_mb']:>8.1f} {forward:>9.2f} "
-                f"{row['pass_s']:>8.2f} {row['geometry_s']:>10.2f} {seconds:>7.2f} {row['peak_mb']:>8.0f} "
-                f"{ratio:>8.2f} {share:>7.2f}  [{row['rule']}] {shown}",
+                f"{name:<18} {config:<8} {len(row['layers']) + 1:>3} {row['activation_mb']:>7.1f} {forward:>9.2f} "
+                f"{row['pass_s']:>7.2f} {row['geometry_s']:>10.2f} {seconds:>8.2f} {row['peak_mb']:>7.0f} "
+                f"{loop['loop_s']:>7.2f} {loop['loop_peak_mb']:>7.0f} {fit['monitor_s']:>6.2f} {fit['from_loop']:>8.0f} "
+                f"{fit['val_ratio']:>6.2f} {fit['epoch_ratio']:>7.2f} {share:>6.2f}  [{row['rule']}] {shown}",
                 flush=True,
             )
     if args.json is not None:

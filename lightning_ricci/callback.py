@@ -45,7 +45,7 @@ from lightning_ricci.carry import Carry, carried_message, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.layers import DEFAULT_MAX_LAYERS
-from lightning_ricci.loop import TRANSFER_HOOKS, open_stream, probe_from_trainer, runner
+from lightning_ricci.loop import TRANSFER_HOOKS, LoopSource, probe_from_trainer, runner
 from lightning_ricci.pipeline import INPUT_LAYER, Captured, LayerSpec, Pipeline, default_k
 from lightning_ricci.probes import ForwardFn, Probe, make_probe
 from lightning_ricci.reduce import Reduce
@@ -58,8 +58,7 @@ from lightning_ricci.scalars import (
     history_entry,
 )
 from lightning_ricci.scalars import payload as make_payload
-from lightning_ricci.sinks import logged_step
-from lightning_ricci.stream import ProbeStream
+from lightning_ricci.sinks import log_flow_figure, log_result_histograms, logged_step
 
 __all__ = ["RicciFlowMonitor", "default_k", "figure_due"]
 
@@ -90,7 +89,8 @@ class RicciFlowMonitor(Callback):
     r"""Log the Ricci-flow diagnostics of a model's layers at every validation run.
 
     **Probe.** A fixed set of N points: by default a seeded sample of ``num_samples`` items of the first
-    validation dataloader's dataset, drawn once (indices saved in checkpoints), collated by that
+    validation dataloader's dataset (first among the items a ``limit_val_batches`` loop visits, where the
+    loader visits them in order), drawn once (indices saved in checkpoints), collated by that
     loader's ``collate_fn`` and passed through the LightningModule's (or datamodule's) batch-transfer
     hooks as a validation batch is. Tensor, tuple ``(x, y)`` and dict batches (``input_key`` /
     ``label_key``, or ``batch_to_input``) work; a graph dataset (PyG ``Data``) gives a graph probe: the
@@ -106,6 +106,16 @@ class RicciFlowMonitor(Callback):
     ``max_layers``. Each output is reduced to [N, D_l] (``reduce="auto"``: flattened up to 4096 values per
     sample, else pooled). The layers, the rule and the reductions are printed at the first measurement
     and stored in :attr:`reductions` and every history entry.
+
+    **Reading the probe from the validation loop** (``capture="auto"``). Where the validation loader
+    visits its dataset in order (not shuffled), on one process, with an eager model, the default probe's
+    activations are kept from the validation steps themselves (:mod:`lightning_ricci.stream`): no
+    separate probe forward, which on a conv net or transformer costs more than the geometry. The loop's
+    inputs are checked against the probe at every batch and its layers once against a probe pass over up
+    to 64 points (at the sanity check); points the loop did not reach (``limit_val_batches``) come from a
+    pass over them. Otherwise, and with ``capture="pass"``, ``probe=``, graphs, DDP or ``torch.compile``,
+    one probe pass runs in ``on_validation_epoch_end``. ``history[i]["from_loop"]`` counts the points read
+    from the loop.
 
     **Cost.** Before the first measurement the projected activation memory and time are checked
     against :data:`~lightning_ricci.pipeline.ACTIVATION_BUDGET_MB` and
@@ -123,33 +133,20 @@ class RicciFlowMonitor(Callback):
     warned once) and ``P ricci/carried`` (1: some value of this measurement was undefined or failed and
     was replaced).
 
-    **Failures and undefined values never win.** No logged value is ever NaN or Inf. A value that is
-    undefined or failed is replaced by the last valid value of the same key; before any, by the worst
-    value of its range for the direction it is judged in: the ``mode`` of the ``EarlyStopping`` /
-    ``ModelCheckpoint`` that monitors it (``"min"``: the top, ``"max"``: the bottom), else its natural
-    direction (lower is better for the coefficients, mixing and normalized cut; higher for modularity
-    and the curvature gap; see :mod:`lightning_ricci.carry`). So it is never an improvement for
-    ``EarlyStopping`` or ``ModelCheckpoint`` in either mode; and for every ``EarlyStopping`` that
-    monitors a carried key the monitor holds its patience for that check (its ``wait_count`` does not
-    grow), so a run of failed measurements never stops training by itself.
+    **Failures and undefined values never win** (:mod:`lightning_ricci.carry`). No logged value is NaN or
+    Inf: an undefined or failed value is replaced by the last valid one of its key, before any by the
+    worst value of its range for the ``mode`` of the ``EarlyStopping`` / ``ModelCheckpoint`` watching it
+    (else its natural direction), and such an ``EarlyStopping`` has its patience held for that check.
 
-    **Early stopping.** With labels in the probe, the rule the early-stopping study supports
-    (``examples/early_stopping_study.py``, ``docs/studies/early_stopping.json``) is
-    ``EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5)``. Against
-    ``EarlyStopping(monitor="val_loss", patience=5)`` (4 seeds) it saved 10.5 epochs on circles, 10.0 / 8.0
-    on MNIST 1v7 / 6v9 and 3.2 on Fashion-MNIST 5v9, losing at most 0.1 pp of test accuracy. It fails where
-    accuracy keeps rising after the class structure stalls: on four_discs it stopped at epoch ~5 at the
-    majority-class accuracy, 9.2 pp below validation loss. No key of the monitor, Ricci or class
-    structure, matched validation loss's accuracy on every data set; ``ricci/coefficient`` and
-    ``ricci/local_mean`` lost up to 0.9 pp on the real data. Keep the weights at the stop epoch: the best
-    checkpoint by the same key is an early epoch.
+    **Early stopping.** With labels in the probe, the rule the study supports (README, ``docs/studies``):
+    ``EarlyStopping(monitor="ricci/class/modularity", mode="max", min_delta=0.01, patience=5)``: 3 to 10
+    epochs saved at <= 0.1 pp test accuracy on 4 of 5 data sets, but -9.2 pp on four_discs, where accuracy
+    keeps rising after the class structure stalls. No key matched validation loss on every data set.
 
-    **Extras.** Through :mod:`lightning_ricci.sinks` (TensorBoard, W&B, MLflow; nothing for CSV), at the
-    same step as the scalars of the measurement (``history[i]["global_step"]`` is that step): histograms
-    ``P ricci/union_edge_curvature/{layer}`` (the ``curvature=`` kind of every undirected union edge: not
-    the terms of ``ricci/curvature/{layer}``, which sums Forman curvature over the convention's edges)
-    and ``P ricci/local_coefficients``; the figure ``P ricci/flow`` on the schedule of ``log_figures``
-    (:func:`figure_due`) and for the last measurement at the end of training.
+    **Extras** (:mod:`lightning_ricci.sinks`: TensorBoard, W&B, MLflow), at the step of the measurement's
+    scalars: histograms ``P ricci/union_edge_curvature/{layer}`` (the ``curvature=`` kind of every union
+    edge) and ``P ricci/local_coefficients``; the figure ``P ricci/flow`` on the schedule of
+    ``log_figures`` (:func:`figure_due`), and for the last measurement at the end of training.
 
     Args:
         probe (Any, optional): the probe (tensor, ``(x, y)``, dict batch or graph). Default: None.
@@ -187,6 +184,8 @@ class RicciFlowMonitor(Callback):
             signature. Default: None (:func:`~lightning_ricci.probes.default_forward`).
         node_mask (str, optional): graph probes: the boolean node attribute of probe nodes.
             Default: ``"val_mask"``.
+        capture (str, optional): ``"auto"``: read the probe from the validation loop where it can (see
+            above), else a probe pass; ``"pass"``: always a probe pass. Default: ``"auto"``.
 
     Attributes:
         last_result (RicciFlowResult | None): the latest result (with ``k=[...]`` the first k's); under
@@ -200,7 +199,9 @@ class RicciFlowMonitor(Callback):
             ``coefficient_paper``, ``coefficient_connected`` (NaN when undefined), ``excluded``,
             ``failed``, ``carried`` (keys replaced), ``local_mean``, ``local_negative_share``,
             ``critical_layer``, ``curvature``/``geodesic_sum`` dicts, ``layer`` (layer coefficients),
-            ``reductions`` and ``seconds``. Saved in checkpoints.
+            ``reductions``, ``seconds`` (the monitor's own time: the geometry, plus its probe pass or its
+            hooks in the validation loop) and ``from_loop`` (probe points read from the loop). Saved in
+            checkpoints.
         probe_indices (list[int] | None): dataset indices (graph: node indices) of the default probe,
             saved in checkpoints so that a resumed run measures the same points.
         critical_layer (int | None): at the end of fit, the critical transition of the last measurement.
@@ -209,13 +210,10 @@ class RicciFlowMonitor(Callback):
     test data if no validation run built one). A model without a validation loop gets one warning that
     the monitor will never measure during fit.
 
-    Distributed training: the probe forward runs on every rank (under FSDP and DeepSpeed ZeRO-3 the
-    forward is a collective), and ``ricci_flow`` shares its work between the ranks
-    (``process_group=torch.distributed.group.WORLD``: each rank searches its share of every layer's kNN
-    query rows and BFS sources; gloo on the CPU, NCCL on CUDA; otherwise global rank 0 computes alone).
-    Rank 0's numbers are broadcast and logged on every rank, so ``EarlyStopping`` stops all ranks at the same epoch. A probe forward that
-    raises (an error of the model itself, not of the capture) is re-raised: it is the one fatal case,
-    since the other ranks may be inside the same collective forward.
+    Distributed training: the probe pass runs on every rank (under FSDP and DeepSpeed ZeRO-3 the forward
+    is a collective; a forward that raises is re-raised, the one fatal case), ``ricci_flow`` shares its
+    work between the ranks (``process_group=WORLD``, gloo on the CPU, NCCL on CUDA; else rank 0 computes
+    alone), and rank 0's numbers are logged on every rank, so ``EarlyStopping`` stops all ranks together.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -317,9 +315,7 @@ class RicciFlowMonitor(Callback):
         self._dims: list[int] = []
         self.capture = capture
         self._probe_dataset: Any = None
-        self._stream: ProbeStream | None = None  # reads the probe from the loop (kept across epochs)
-        self._stream_key: tuple[str, int] | None = None
-        self._active: ProbeStream | None = None  # the stream hooked into the loop now running
+        self._loop = LoopSource()  # reads the probe from the validation loop where it can
         self._from_loop, self._loop_seconds = 0, 0.0
         self._carry = Carry()
         self._announce = False
@@ -402,8 +398,7 @@ class RicciFlowMonitor(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._active is not None and dataloader_idx == 0:
-            self._active.batch_start(batch_idx, batch)
+        self._loop.batch_start(batch_idx, batch, dataloader_idx)
 
     @override
     def on_validation_batch_end(
@@ -415,8 +410,7 @@ class RicciFlowMonitor(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._active is not None and dataloader_idx == 0:
-            self._active.batch_end()
+        self._loop.batch_end(dataloader_idx)
 
     on_test_batch_start = on_validation_batch_start
     on_test_batch_end = on_validation_batch_end
@@ -434,7 +428,7 @@ class RicciFlowMonitor(Callback):
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Remove the loop's hooks if the loop raised."""
-        self._end_stream()
+        self._loop.end()
 
     def _due(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking:
@@ -443,39 +437,29 @@ class RicciFlowMonitor(Callback):
         return not fitting or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _begin(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._end_stream()
+        self._loop.end()
         self._prepare(trainer, pl_module, stage)
-        if self.capture != "auto" or not (self._due(trainer) or trainer.sanity_checking):
-            return
-        stream = self._stream
-        key = (
-            stage,
-            id(getattr(trainer, "test_dataloaders" if stage == "test" else "val_dataloaders", None)),
-        )
-        if stream is None or self._stream_key != key:
+        if self.capture == "auto" and (self._due(trainer) or trainer.sanity_checking):
             assert self._probe is not None and self._module_layers is not None
-            stream = open_stream(
-                trainer, pl_module, stage, self.pipeline, self._probe, self._module_layers if self._dims else [],
-                self.probe_indices, self._probe_dataset,
-            )  # fmt: skip
-            self._stream, self._stream_key = stream, key
-        if stream is not None and stream.broken is None:
-            stream.start()
-            self._active = stream
-
-    def _end_stream(self) -> ProbeStream | None:
-        stream, self._active = self._active, None
-        if stream is not None:
-            stream.stop()
-        return stream
+            names = self._module_layers if self._dims else []  # layers that failed at setup: no stream
+            self._loop.begin(
+                trainer,
+                pl_module,
+                stage,
+                self.pipeline,
+                self._probe,
+                names,
+                self.probe_indices,
+                self._probe_dataset,
+            )
 
     def _run(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._probe is None or self._module_layers is None:
             self._prepare(trainer, pl_module, stage)
         if not self._due(trainer):
-            stream = self._end_stream()
+            stream = self._loop.end()
             if stream is not None and trainer.sanity_checking:  # check the loop against a pass, cheaply
-                self._check_stream(stream, self._pass(trainer, pl_module, stage))
+                self._loop.check(stream, self._pass(trainer, pl_module, stage), self._warn)
             return
         self._measure(trainer, pl_module, stage)
 
@@ -531,7 +515,7 @@ class RicciFlowMonitor(Callback):
             self._probe, self.probe_indices, self._probe_dataset = probe_from_trainer(
                 trainer, stage, self.num_samples, self.seed, self.probe_indices, self._probe_options
             )
-            self._stream = None
+            self._loop.forget()
         points = self._probe.num_points
         self.pipeline.check_points(points, "the number of probe points")
         if self._module_layers is not None:
@@ -553,7 +537,8 @@ class RicciFlowMonitor(Callback):
             # measurement (ricci/failed = 1), training goes on.
             self._warn("setup", f"{err}; every measurement will fail until it does (ricci/failed = 1)")
             names, dims, seconds_per_point = list(self.pipeline.layers), [], 0.0
-        self._module_layers, self._dims, self._stream = names, dims, None
+        self._module_layers, self._dims = names, dims
+        self._loop.forget()
         input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
         self.layer_names = [input_name, *names]
         self.layer_rule = self.pipeline.rule or ""
@@ -580,7 +565,9 @@ class RicciFlowMonitor(Callback):
         captured = None
         error: BaseException | None = None
         try:  # every rank: the forward may be a collective
-            captured = self._capture(trainer, pl_module, stage)
+            captured, self._from_loop, self._loop_seconds = self._loop.capture(
+                self._probe, self._pass(trainer, pl_module, stage), self._warn
+            )
         except CaptureError as err:
             error = err
         payload: dict[str, Any] | None = None
@@ -619,34 +606,6 @@ class RicciFlowMonitor(Callback):
         assert self._module_layers is not None
         names = self._module_layers
         return lambda probe: self.pipeline.capture(pl_module, probe, names, **how)
-
-    def _capture(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> Captured:
-        """The probe's layers: read from the loop that just ran where it could (the missing points, if any,
-        from a pass over them), else from a probe pass."""
-        assert self._probe is not None
-        run_pass = self._pass(trainer, pl_module, stage)
-        stream = self._end_stream()
-        self._from_loop, self._loop_seconds = 0, 0.0
-        if stream is not None and self._check_stream(stream, run_pass):
-            written = int(stream.written.sum())
-            if written < self._probe.num_points:
-                self._warn(
-                    "loop-missing",
-                    f"{self._probe.num_points - written} of the {self._probe.num_points} probe points were not in the "
-                    f"validation batches that ran (`limit_val_batches`, `drop_last`, or a skipped batch: "
-                    f"{stream.last_skip or 'none'}); they are measured with a probe pass",
-                )
-            self._from_loop, self._loop_seconds = written, stream.seconds
-            return stream.result(run_pass)
-        return run_pass(self._probe)
-
-    def _check_stream(self, stream: ProbeStream, run_pass: Callable[[Probe], Captured]) -> bool:
-        """Whether the loop's probe rows can be used; the first time, compared with a pass over some."""
-        ok = stream.broken is None and (stream.verified or stream.verify(run_pass))
-        if stream.broken is not None:
-            self._warn("loop", f"reading the probe from the validation loop stopped: {stream.broken}; a probe pass "
-                       "measures instead (pass `capture=\"pass\"` to skip the attempt)")  # fmt: skip
-        return ok and bool(stream.written.any())
 
     @staticmethod
     def _process_group(trainer: Trainer, captured: Captured | None) -> Any:
@@ -722,17 +681,8 @@ class RicciFlowMonitor(Callback):
     # ------------------------------------------------------------------ histograms and figures
 
     def _log_extras(self, trainer: Trainer, result: RicciFlowResult, step: int, fitting: bool) -> None:
-        from lightning_ricci.sinks import log_histogram
-
         if self.log_histograms:
-            for name, values in zip(self.layer_names, result.edge_curvature):
-                if values.numel():
-                    log_histogram(
-                        trainer.loggers, self._key(f"ricci/union_edge_curvature/{name}"), values, step
-                    )
-            local = result.local[~result.local.isnan()]
-            if local.numel():
-                log_histogram(trainer.loggers, self._key("ricci/local_coefficients"), local, step)
+            log_result_histograms(trainer.loggers, result, self.layer_names, self.log_prefix, step)
         if figure_due(self._fit_measurements, self.log_figures, fitting):
             self._log_figure(trainer, result, step)
         elif self.log_figures:
@@ -740,16 +690,8 @@ class RicciFlowMonitor(Callback):
 
     def _log_figure(self, trainer: Trainer, result: RicciFlowResult, step: int) -> None:
         self._unplotted_step = None
-        if not trainer.loggers:
-            return
         try:
-            from lightning_ricci.plotting import flow_figure
-            from lightning_ricci.sinks import log_figure
-
-            figure = flow_figure(result, self.layer_names)
+            log_flow_figure(trainer.loggers, result, self.layer_names, self._key("ricci/flow"), step)
         except ModuleNotFoundError as err:
             self.log_figures = 0
             self._warn("plots", f"figures disabled: {err}")
-            return
-        log_figure(trainer.loggers, self._key("ricci/flow"), figure, step)
-        figure.clear()

@@ -349,7 +349,10 @@ class ActivationCapture:
                         f"layer {label!r} output has shape {shape} for a batch of {self._expect_rows} samples: "
                         "capture needs dim 0 of every output to be the sample dim"
                     )
-                selected = tensor.index_select(0, self._keep.to(tensor.device))
+                if self._keep.numel() != self._expect_rows:  # (all rows, in order: no copy)
+                    selected = tensor.index_select(0, self._keep.to(tensor.device))
+                else:
+                    selected = tensor
             elif self._rows is not None:
                 tensor = first_tensor(selected)
                 if tensor is not None and tensor.dim() > 0:

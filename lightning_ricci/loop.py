@@ -13,7 +13,7 @@ and its validation loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,11 +22,20 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import default_collate
 
-from lightning_ricci.pipeline import Pipeline
+from lightning_ricci.pipeline import Captured, Pipeline
 from lightning_ricci.probes import Probe, probe_from_dataset
-from lightning_ricci.stream import ProbeStream, loop_plan
+from lightning_ricci.stream import ProbeStream, in_order_batch_size, loop_plan
 
-__all__ = ["TRANSFER_HOOKS", "first_loader", "is_compiled", "open_stream", "probe_from_trainer", "runner"]
+__all__ = [
+    "TRANSFER_HOOKS",
+    "LoopSource",
+    "first_loader",
+    "visited_items",
+    "is_compiled",
+    "open_stream",
+    "probe_from_trainer",
+    "runner",
+]
 
 #: The LightningModule / datamodule hooks a validation batch goes through before the step.
 TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
@@ -65,10 +74,28 @@ def probe_from_trainer(
             f"no {where} dataloader with a `dataset`; pass `probe=` explicitly"
         )
     collate = getattr(loader, "collate_fn", None) or default_collate
+    among = visited_items(trainer, stage, loader)
     probe, chosen = probe_from_dataset(
-        dataset, collate, num_samples, seed, indices, **options, argument=f"the {where} batch"
+        dataset, collate, num_samples, seed, indices, among, **options, argument=f"the {where} batch"
     )
     return probe, chosen, dataset
+
+
+def visited_items(trainer: Trainer, stage: str, loader: Any) -> int | None:
+    """How many items of its dataset, from the start, a loop limited by ``limit_val_batches`` (or
+    ``limit_test_batches``) visits, for a loader that visits them in order; else None."""
+    batch_size = in_order_batch_size(loader)
+    if batch_size is None:
+        return None
+    limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
+    try:
+        length, size = len(loader), len(loader.dataset)
+    except TypeError:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        return None
+    count = min(length, limit) if isinstance(limit, int) else int(length * limit)
+    return min(size, int(count) * batch_size)
 
 
 def runner(trainer: Trainer, pl_module: LightningModule, stage: str, given: bool) -> dict[str, Any]:
@@ -137,3 +164,91 @@ def open_stream(
         return None
     prepare = runner(trainer, pl_module, stage, given=False)["prepare"]
     return ProbeStream(pipeline, pl_module, probe, names, plan, pipeline.input_layer(probe, prepare))
+
+
+class LoopSource:
+    """The monitor's side of :class:`~lightning_ricci.stream.ProbeStream`: which stream serves a loop,
+    hooking it in and out around the loop, and the probe's layers after it.
+
+    A stream is kept across validation runs (it is checked against a probe pass once) and made anew when
+    the loader or the probe changes.
+    """
+
+    def __init__(self) -> None:
+        self.stream: ProbeStream | None = None
+        self.active: ProbeStream | None = None
+        self._key: tuple[str, int, int] | None = None
+
+    def forget(self) -> None:
+        """Drop the stream (a new probe or new layers)."""
+        self.end()
+        self.stream, self._key = None, None
+
+    def begin(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        stage: str,
+        pipeline: Pipeline,
+        probe: Probe,
+        names: list[str],
+        indices: list[int] | None,
+        dataset: Any,
+    ) -> None:
+        """Hook the stream for this stage's loop (made if needed: :func:`open_stream`)."""
+        self.end()
+        key = (stage, id(first_loader(trainer, stage)), id(probe))
+        if self.stream is None or self._key != key:
+            self.stream = open_stream(trainer, pl_module, stage, pipeline, probe, names, indices, dataset)
+            self._key = key
+        if self.stream is not None and self.stream.broken is None:
+            self.stream.start()
+            self.active = self.stream
+
+    def batch_start(self, batch_idx: int, batch: Any, dataloader_idx: int) -> None:
+        if self.active is not None and dataloader_idx == 0:
+            self.active.batch_start(batch_idx, batch)
+
+    def batch_end(self, dataloader_idx: int) -> None:
+        if self.active is not None and dataloader_idx == 0:
+            self.active.batch_end()
+
+    def end(self) -> ProbeStream | None:
+        """Unhook the loop (safe to call more than once); the stream that was hooked, if any."""
+        stream, self.active = self.active, None
+        if stream is not None:
+            stream.stop()
+        return stream
+
+    def check(
+        self, stream: ProbeStream, run_pass: Callable[[Probe], Captured], warn: Callable[[str, str], None]
+    ) -> bool:
+        """Whether the loop's probe rows can be used (compared with a pass over some, the first time)."""
+        ok = stream.broken is None and (stream.verified or stream.verify(run_pass))
+        if stream.broken is not None:
+            warn(
+                "loop",
+                f"reading the probe from the validation loop stopped: {stream.broken}; a probe pass measures "
+                'instead (pass `capture="pass"` to skip the attempt)',
+            )
+        return ok and bool(stream.written.any())
+
+    def capture(
+        self, probe: Probe, run_pass: Callable[[Probe], Captured], warn: Callable[[str, str], None]
+    ) -> tuple[Captured, int, float]:
+        """The probe's layers after the loop: read from it where it could (the missing points from a pass
+        over them), else from a probe pass; with the points read from the loop and the seconds the
+        stream added to the loop.
+        """
+        stream = self.end()
+        if stream is None or not self.check(stream, run_pass, warn):
+            return run_pass(probe), 0, 0.0
+        written = int(stream.written.sum())
+        if written < probe.num_points:
+            warn(
+                "loop-missing",
+                f"{probe.num_points - written} of the {probe.num_points} probe points were not in the validation "
+                f"batches that ran (`limit_val_batches`, `drop_last`, or a skipped batch: {stream.last_skip or 'none'}); "
+                "they are measured with a probe pass",
+            )
+        return stream.result(run_pass), written, stream.seconds

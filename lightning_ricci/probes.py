@@ -305,6 +305,7 @@ def probe_from_dataset(
     num_samples: int,
     seed: int,
     indices: Sequence[int] | None = None,
+    among: int | None = None,
     **options: Any,
 ) -> tuple[Probe, list[int]]:
     """The default probe: a seeded sample of ``num_samples`` items of ``dataset`` (sorted indices),
@@ -317,6 +318,9 @@ def probe_from_dataset(
         num_samples (int): the probe size (capped by the dataset size).
         seed (int): the sample's seed.
         indices (Sequence[int], optional): the indices (graph: node indices) to use. Default: None.
+        among (int, optional): draw the sample from the first ``among`` items first (the items a limited
+            validation loop visits), and only the rest, if any, from the others. Default: None (the
+            whole dataset).
         **options: passed to :func:`make_probe` (``input_key``, ``label_key``, ``batch_to_input``,
             ``node_mask``, ``argument``).
 
@@ -349,7 +353,14 @@ def probe_from_dataset(
         return probe, probe.nodes.tolist()
     if indices is None:
         generator = torch.Generator().manual_seed(seed)
-        indices = torch.randperm(size, generator=generator)[: min(num_samples, size)].sort().values.tolist()
+        count = min(num_samples, size)
+        if among is None or among >= size:
+            chosen = torch.randperm(size, generator=generator)[:count]
+        else:
+            first = torch.randperm(among, generator=generator)[:count]
+            rest = among + torch.randperm(size - among, generator=generator)[: count - first.numel()]
+            chosen = torch.cat([first, rest])
+        indices = chosen.sort().values.tolist()
     elif indices and max(indices) >= size:
         raise ValueError(
             f"the restored probe indices go up to {max(indices)}, but the dataset has {size} samples: resume "

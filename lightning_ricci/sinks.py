@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
     from matplotlib.figure import Figure
 
-__all__ = ["log_figure", "log_histogram", "logged_step"]
+    from lightning_ricci.geometry.result import RicciFlowResult
+
+__all__ = ["log_figure", "log_flow_figure", "log_histogram", "log_result_histograms", "logged_step"]
 
 _Kind = Literal["tensorboard", "wandb", "mlflow"]
 _HISTOGRAM_BINS = 64
@@ -296,3 +298,43 @@ def log_histogram(
                 logger.experiment.log_dict(logger.run_id, summary, _artifact_file(logger, tag, step, "json"))
         except Exception as err:  # noqa: BLE001 - a logger failure must not stop training
             _warn_once(logger, "histogram", err)
+
+
+def log_result_histograms(
+    loggers: Logger | FabricLogger | Iterable[Any] | None,
+    result: RicciFlowResult,
+    layer_names: list[str],
+    prefix: str,
+    step: int,
+) -> None:
+    """The histograms of one measurement: ``{prefix}ricci/union_edge_curvature/{layer}`` (the result's
+    ``edge_curvature`` of every layer) and ``{prefix}ricci/local_coefficients`` (its defined local
+    coefficients), each through :func:`log_histogram`."""
+    for name, values in zip(layer_names, result.edge_curvature):
+        if values.numel():
+            log_histogram(loggers, f"{prefix}ricci/union_edge_curvature/{name}", values, step)
+    local = result.local[~result.local.isnan()]
+    if local.numel():
+        log_histogram(loggers, f"{prefix}ricci/local_coefficients", local, step)
+
+
+def log_flow_figure(
+    loggers: Logger | FabricLogger | Iterable[Any] | None,
+    result: RicciFlowResult,
+    layer_names: list[str],
+    tag: str,
+    step: int,
+) -> None:
+    """Draw :func:`~lightning_ricci.plotting.flow_figure` of ``result`` and send it through
+    :func:`log_figure` (nothing without loggers); the figure is cleared afterwards.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed (the ``plots`` extra).
+    """
+    if not _as_list(loggers):
+        return
+    from lightning_ricci.plotting import flow_figure
+
+    figure = flow_figure(result, layer_names)
+    log_figure(loggers, tag, figure, step)
+    figure.clear()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from lightning_ricci import RicciFlowMonitor
 from lightning_ricci.pipeline import Pipeline
-from lightning_ricci.probes import make_probe
+from lightning_ricci.probes import make_probe, probe_from_dataset
 from lightning_ricci.stream import ProbeStream, loop_plan
 
 # --------------------------------------------------------------------------- the plan
@@ -44,6 +44,18 @@ def test_plan_matches_iterating_the_loader(size: int, batch_size: int, drop_last
     assert plan is not None
     got = {b: (rows.tolist(), positions.tolist()) for b, (rows, positions) in plan.items()}
     assert got == _where_the_loader_puts(loader, indices)
+
+
+def test_probe_is_drawn_first_among_the_visited_items() -> None:
+    data = [(torch.tensor([float(i)]), i % 2) for i in range(50)]
+    collate = torch.utils.data.default_collate
+    whole, whole_indices = probe_from_dataset(data, collate, 10, seed=3)
+    same, same_indices = probe_from_dataset(data, collate, 10, seed=3, among=50)
+    assert same_indices == whole_indices  # a loop that visits everything: the sample is unchanged
+    _, inside = probe_from_dataset(data, collate, 10, seed=3, among=20)
+    assert len(inside) == 10 and max(inside) < 20 and inside == sorted(inside)
+    _, mixed = probe_from_dataset(data, collate, 10, seed=3, among=4)
+    assert len(mixed) == len(set(mixed)) == 10 and {0, 1, 2, 3} <= set(mixed)
 
 
 def test_plan_refuses_loaders_it_cannot_predict() -> None:
@@ -231,7 +243,7 @@ def test_monitor_reads_the_probe_from_the_loop(tmp_path: Path) -> None:
     single, _ = _fit(tmp_path, Images(), capture="pass")
     assert [entry["from_loop"] for entry in loop.history] == [60, 60]
     assert [entry["from_loop"] for entry in single.history] == [0, 0]
-    assert loop._stream is not None and loop._stream.verified  # checked once, at the sanity check
+    assert loop._loop.stream is not None and loop._loop.stream.verified  # checked once, at the sanity check
     assert loop.layer_names == single.layer_names and len(loop.layer_names) == 5
     _same_results(loop, single)
 
@@ -249,6 +261,13 @@ def test_partial_loop_fills_the_rest_with_a_pass(tmp_path: Path) -> None:
     counts = {entry["from_loop"] for entry in partial.history}
     assert len(counts) == 1 and 0 < counts.pop() < 60
     _same_results(partial, single)
+
+
+def test_limited_loop_holds_the_probe(tmp_path: Path) -> None:
+    # 8 batches of 16; half of them visit 64 items, enough for the 60 probe points.
+    monitor, _ = _fit(tmp_path, Images(), trainer={"limit_val_batches": 0.5})
+    assert [entry["from_loop"] for entry in monitor.history] == [60, 60]
+    assert monitor.probe_indices is not None and max(monitor.probe_indices) < 64
 
 
 def test_a_step_that_feeds_the_model_otherwise_falls_back(tmp_path: Path) -> None:
@@ -287,7 +306,7 @@ def test_shuffled_validation_loader_uses_a_pass(tmp_path: Path) -> None:
 
     monitor, _ = _fit(tmp_path, Shuffled())
     single, _ = _fit(tmp_path, Shuffled(), capture="pass")
-    assert monitor._stream is None and [entry["from_loop"] for entry in monitor.history] == [0, 0]
+    assert monitor._loop.stream is None and [entry["from_loop"] for entry in monitor.history] == [0, 0]
     _same_results(monitor, single)
 
 
