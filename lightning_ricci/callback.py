@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.trainer.states import TrainerFn
@@ -45,7 +44,7 @@ from lightning_ricci.carry import Carry, carried_message, monitored_modes
 from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.layers import DEFAULT_MAX_LAYERS
-from lightning_ricci.loop import TRANSFER_HOOKS, LoopSource, probe_from_trainer, runner
+from lightning_ricci.loop import TRANSFER_HOOKS, LoopSource, probe_from_trainer, runner, shared_group
 from lightning_ricci.pipeline import INPUT_LAYER, Captured, LayerSpec, Pipeline, default_k
 from lightning_ricci.probes import ForwardFn, Probe, make_probe
 from lightning_ricci.reduce import Reduce
@@ -459,7 +458,10 @@ class RicciFlowMonitor(Callback):
         if not self._due(trainer):
             stream = self._loop.end()
             if stream is not None and trainer.sanity_checking:  # check the loop against a pass, cheaply
-                self._loop.check(stream, self._pass(trainer, pl_module, stage), self._warn)
+                try:
+                    self._loop.check(stream, self._pass(trainer, pl_module, stage), self._warn)
+                except CaptureError:
+                    pass  # the pass itself fails: the first measurement flags it
             return
         self._measure(trainer, pl_module, stage)
 
@@ -476,9 +478,11 @@ class RicciFlowMonitor(Callback):
             return
         seconds = [float(e["seconds"]) for e in self.history if "seconds" in e]
         if seconds and self._probe is not None:
+            looped = sum(1 for e in self.history if e.get("from_loop"))
+            how = f"{looped} read the probe from the validation loop" if looped else "each with a probe pass"
             rank_zero_info(
                 f"{self._name}: {len(seconds)} measurements of {self._probe.num_points} probe points took "
-                f"{sum(seconds) / len(seconds):.3f} s each on average (probe pass and geometry)"
+                f"{sum(seconds) / len(seconds):.3f} s each on average ({how}; the geometry included)"
             )
         entry = self.history[-1]
         self.critical_layer = int(entry["critical_layer"])
@@ -572,7 +576,7 @@ class RicciFlowMonitor(Callback):
             error = err
         payload: dict[str, Any] | None = None
         result: Measurement | None = None
-        group = self._process_group(trainer, captured)
+        group = shared_group(trainer, captured)
         if captured is not None and (group is not None or trainer.is_global_zero):
             try:
                 result = self.pipeline.compute(captured, warn=self._warn, process_group=group)
@@ -606,25 +610,6 @@ class RicciFlowMonitor(Callback):
         assert self._module_layers is not None
         names = self._module_layers
         return lambda probe: self.pipeline.capture(pl_module, probe, names, **how)
-
-    @staticmethod
-    def _process_group(trainer: Trainer, captured: Captured | None) -> Any:
-        """The group that shares ``ricci_flow`` between the ranks, or None (global rank 0 computes alone).
-
-        Shared when ``torch.distributed`` runs with more than one rank, every rank captured the probe
-        (a collective decision, so that no rank waits in a collective the others skip), and the
-        backend can move the captured tensors (gloo: CPU; NCCL: CUDA).
-        """
-        if trainer.world_size < 2 or not dist.is_available() or not dist.is_initialized():
-            return None
-        everywhere = trainer.strategy.reduce_boolean_decision(captured is not None, all=True)
-        if not everywhere or captured is None:
-            return None
-        device = captured.layers[0].device.type
-        backend = str(dist.get_backend()).lower()
-        if (backend, device) not in {("gloo", "cpu"), ("nccl", "cuda")}:
-            return None
-        return dist.group.WORLD
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, payload: dict[str, Any], stage: str) -> None:
         values: dict[str, float] = payload["values"]

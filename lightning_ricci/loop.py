@@ -6,6 +6,7 @@ and its validation loop.
 * :func:`runner`: how a probe batch reaches the model as a validation batch does: the LightningModule's
   (or datamodule's) batch-transfer hooks (default probe) or a plain move to the device (``probe=``),
   the precision plugin's input conversion and its forward context.
+* :func:`shared_group`: the process group that shares ``ricci_flow`` between DDP ranks, if any.
 * :func:`open_stream`: a :class:`~lightning_ricci.stream.ProbeStream` that reads the probe's activations
   from the validation loop itself, where that loop visits the probe's dataset in order, on one process,
   with an eagerly running model; else None (the monitor then runs a probe pass).
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -35,6 +37,7 @@ __all__ = [
     "open_stream",
     "probe_from_trainer",
     "runner",
+    "shared_group",
 ]
 
 #: The LightningModule / datamodule hooks a validation batch goes through before the step.
@@ -164,6 +167,25 @@ def open_stream(
         return None
     prepare = runner(trainer, pl_module, stage, given=False)["prepare"]
     return ProbeStream(pipeline, pl_module, probe, names, plan, pipeline.input_layer(probe, prepare))
+
+
+def shared_group(trainer: Trainer, captured: Captured | None) -> Any:
+    """The group that shares ``ricci_flow`` between the ranks, or None (global rank 0 computes alone).
+
+    Shared when ``torch.distributed`` runs with more than one rank, every rank captured the probe
+    (a collective decision, so that no rank waits in a collective the others skip), and the
+    backend can move the captured tensors (gloo: CPU; NCCL: CUDA).
+    """
+    if trainer.world_size < 2 or not dist.is_available() or not dist.is_initialized():
+        return None
+    everywhere = trainer.strategy.reduce_boolean_decision(captured is not None, all=True)
+    if not everywhere or captured is None:
+        return None
+    device = captured.layers[0].device.type
+    backend = str(dist.get_backend()).lower()
+    if (backend, device) not in {("gloo", "cpu"), ("nccl", "cuda")}:
+        return None
+    return dist.group.WORLD
 
 
 class LoopSource:

@@ -118,6 +118,9 @@ def test_functional_api_does_not_load_lightning_or_matplotlib() -> None:
     code = """
 import pkgutil, sys, importlib, torch
 import lightning_ricci, lightning_ricci.geometry, lightning_ricci.io, lightning_ricci.__main__
+# the capture and measurement layers are torch-only too
+import lightning_ricci.probes, lightning_ricci.capture, lightning_ricci.layers, lightning_ricci.reduce
+import lightning_ricci.pipeline, lightning_ricci.scalars, lightning_ricci.stream
 modules = [m.name for m in pkgutil.walk_packages(lightning_ricci.geometry.__path__, "lightning_ricci.geometry.")]
 for name in modules:
     importlib.import_module(name)

@@ -114,6 +114,14 @@ def test_zero_config_on_each_family(family: str, tmp_path: Path) -> None:
     assert {name: monitor.reductions[name] for name in reductions} == reductions
     assert monitor.history[-1]["reductions"] == monitor.reductions
     assert [h["failed"] for h in monitor.history] == [False, False]
+    # Read from the validation loop (its one batch: the points are drawn first among what it visits),
+    # except the graph, whose forward runs whole.
+    if family == "gcn":
+        assert [h["from_loop"] for h in monitor.history] == [0, 0]
+    else:
+        size, batch = len(model.val_dataloader().dataset), model.val_dataloader().batch_size
+        visited = min(size, batch)
+        assert [h["from_loop"] for h in monitor.history] == [min(48, size, visited)] * 2
     assert trainer.callback_metrics["ricci/failed"].item() == 0.0
     # every logged value measured, none carried
     assert trainer.callback_metrics["ricci/carried"].item() == 0.0
