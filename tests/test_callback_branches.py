@@ -55,8 +55,10 @@ def test_several_validation_loaders_sample_the_first(tmp_path: Path) -> None:
     monitor = RicciFlowMonitor(num_samples=30, seed=3, layers=HIDDEN, k=5)
     make_trainer(tmp_path, [monitor], max_epochs=1).fit(model)
 
-    expected = torch.randperm(80, generator=torch.Generator().manual_seed(3))[:30].sort().values.tolist()
+    # limit_val_batches=2 batches of 32 visit the first 64 of the 80 points: the 30 are drawn among them.
+    expected = torch.randperm(64, generator=torch.Generator().manual_seed(3))[:30].sort().values.tolist()
     assert monitor.probe_indices == expected
+    assert [h["from_loop"] for h in monitor.history] == [30]
     x, _ = model.val_data.tensors
     torch.testing.assert_close(probe_rows(monitor), x[expected])
     assert probe_rows(monitor).abs().max() < 5.0  # none of the second loader's points (shifted by 10)
