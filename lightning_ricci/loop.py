@@ -166,7 +166,11 @@ def open_stream(
     if not plan:
         return None
     prepare = runner(trainer, pl_module, stage, given=False)["prepare"]
-    return ProbeStream(pipeline, pl_module, probe, names, plan, pipeline.input_layer(probe, prepare))
+    try:
+        reference = pipeline.input_layer(probe, prepare)
+    except Exception:  # noqa: BLE001 - the probe pass will meet (and report) the same problem
+        return None
+    return ProbeStream(pipeline, pl_module, probe, names, plan, reference)
 
 
 def shared_group(trainer: Trainer, captured: Captured | None) -> Any:

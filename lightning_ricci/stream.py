@@ -220,8 +220,8 @@ class ProbeStream:
         want = self.inputs.index_select(0, positions.to(self.inputs.device)).to(got.device)
         if _relative_error(got, want) > (_INPUT_RTOL_HALF if half else _INPUT_RTOL):
             self.broken = (
-                f"the inputs of the validation loop are not the probe's (batch {batch_idx}: shuffled data, or random "
-                "validation transforms?)"
+                f"the inputs of the validation loop are not the probe's (batch {batch_idx}: random validation "
+                "transforms, or data that changed since the probe was drawn?)"
             )
             self.stop()
             return
@@ -237,7 +237,7 @@ class ProbeStream:
         start = time.perf_counter()
         try:
             self._capture.close_batch(positions)
-        except CaptureError as err:
+        except Exception as err:  # noqa: BLE001 - a batch we cannot store is skipped, never raised into the loop
             self._skip(str(err))
         self._seconds += time.perf_counter() - start
 
