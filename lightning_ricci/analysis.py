@@ -34,7 +34,6 @@ from lightning_ricci.layers import DEFAULT_MAX_LAYERS
 from lightning_ricci.pipeline import INPUT_LAYER, LayerSpec, Pipeline, default_k
 from lightning_ricci.probes import ForwardFn, make_probe
 from lightning_ricci.reduce import Reduce
-from lightning_ricci.scalars import degenerate_message
 
 __all__ = [
     "INPUT_LAYER",
@@ -201,15 +200,16 @@ def analyze(
     )
     pipeline.check_points(data.num_points, "the number of probe points")
     device = _model_device(model)
-    names, _, _ = pipeline.resolve(model, data, prepare=lambda batch: _to(batch, device))
+    setup = pipeline.setup(model, data, prepare=lambda batch: _to(batch, device))
+    names = setup.names
     if len(names) < 2:
         raise ValueError(
             f"`layers` must select at least 2 layers of {type(model).__name__} (with the probe input, "
             f"ricci_flow needs 3) (got {names})"
         )
-    message = degenerate_message(convention, len(names))
-    if message is not None:
-        warnings.warn(f"analyze: {message}", UserWarning, stacklevel=2)
+    for key, message in setup.warnings:
+        if key == "degenerate":
+            warnings.warn(f"analyze: {message}", UserWarning, stacklevel=2)
     captured = pipeline.capture(model, data, names, prepare=lambda batch: _to(batch, device))
     measured = pipeline.compute(captured)
 

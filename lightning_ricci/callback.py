@@ -45,12 +45,11 @@ from lightning_ricci.geometry.knn import KnnBackend
 from lightning_ricci.geometry.result import Convention, CurvatureKind, RicciFlowResult, RicciFlowScan
 from lightning_ricci.layers import DEFAULT_MAX_LAYERS
 from lightning_ricci.loop import TRANSFER_HOOKS, LoopSource, probe_from_trainer, runner, shared_group
-from lightning_ricci.pipeline import INPUT_LAYER, Captured, LayerSpec, Pipeline, default_k
+from lightning_ricci.pipeline import Captured, LayerSpec, Pipeline, default_k
 from lightning_ricci.probes import ForwardFn, Probe, make_probe
 from lightning_ricci.reduce import Reduce
 from lightning_ricci.scalars import (
     Measurement,
-    degenerate_message,
     excluded_message,
     expected_keys,
     first_result,
@@ -193,14 +192,11 @@ class RicciFlowMonitor(Callback):
         layer_names (list[str]): the L layer names, ``"input"`` first.
         reductions (dict[str, str]): layer name -> reduction applied.
         layer_rule (str): ``"blocks"``, ``"activations"``, ``"children"``, ``"names"`` or ``"selected"``.
-        history (list[dict]): one entry per measurement outside the sanity check: ``epoch``,
-            ``global_step`` (the step of its logged scalars), ``stage``, ``coefficient`` (as logged),
-            ``coefficient_paper``, ``coefficient_connected`` (NaN when undefined), ``excluded``,
-            ``failed``, ``carried`` (keys replaced), ``local_mean``, ``local_negative_share``,
-            ``critical_layer``, ``curvature``/``geodesic_sum`` dicts, ``layer`` (layer coefficients),
-            ``reductions``, ``seconds`` (the monitor's own time: the geometry, plus its probe pass or its
-            hooks in the validation loop) and ``from_loop`` (probe points read from the loop). Saved in
-            checkpoints.
+        history (list[dict]): one entry per measurement outside the sanity check
+            (:func:`~lightning_ricci.scalars.history_entry`: ``epoch``, ``global_step``, ``stage``, the
+            coefficients as logged and as computed, flags, per-layer values, ``reductions``, ``seconds``:
+            the monitor's own time), plus ``from_loop``, the probe points read from the validation loop.
+            Saved in checkpoints.
         probe_indices (list[int] | None): dataset indices (graph: node indices) of the default probe,
             saved in checkpoints so that a resumed run measures the same points.
         critical_layer (int | None): at the end of fit, the critical transition of the last measurement.
@@ -530,31 +526,18 @@ class RicciFlowMonitor(Callback):
                 "`probe=` is used as given: the LightningModule's batch-transfer hooks are not applied to it "
                 "(the default probe, sampled from the validation data, goes through them)",
             )
-        try:
-            names, dims, seconds_per_point = self.pipeline.resolve(
-                pl_module, self._probe, **runner(trainer, pl_module, stage, self._probe_given)
-            )
-        except CaptureError as err:
-            if self.strict or not isinstance(self.pipeline.layers, list):
-                raise
-            # A named layer that does not run (or gives no float tensor): said now, flagged at every
-            # measurement (ricci/failed = 1), training goes on.
-            self._warn("setup", f"{err}; every measurement will fail until it does (ricci/failed = 1)")
-            names, dims, seconds_per_point = list(self.pipeline.layers), [], 0.0
-        self._module_layers, self._dims = names, dims
-        self._loop.forget()
-        input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
-        self.layer_names = [input_name, *names]
+        setup = self.pipeline.setup(
+            pl_module,
+            self._probe,
+            lenient=not self.strict,
+            **runner(trainer, pl_module, stage, self._probe_given),
+        )
+        for key, message in setup.warnings:
+            self._warn(key, message)
+        self._module_layers, self._dims, self.layer_names = setup.names, setup.dims, setup.layer_names
         self.layer_rule = self.pipeline.rule or ""
-        message = degenerate_message(self.convention, len(names))
-        if message is not None:
-            self._warn("degenerate", message)
-        if not dims:
-            return
-        cost = self.pipeline.estimate(dims, points, seconds_per_point)
-        self._announce = cost.seconds > PROGRESS_SECONDS
-        if cost.over_budget():
-            self._warn("cost", cost.warning(points, len(dims)))
+        self._announce = setup.cost is not None and setup.cost.seconds > PROGRESS_SECONDS
+        self._loop.forget()
 
     # ------------------------------------------------------------------ measurement
 

@@ -61,7 +61,7 @@ from lightning_ricci.layers import (
 )
 from lightning_ricci.probes import ForwardFn, Probe, default_forward
 from lightning_ricci.reduce import CaptureError, CaptureValueError, Reduce, check_reduce, reduce_output
-from lightning_ricci.scalars import Measurement, takes_labels
+from lightning_ricci.scalars import Measurement, degenerate_message, takes_labels
 
 __all__ = [
     "ACTIVATION_BUDGET_MB",
@@ -72,6 +72,7 @@ __all__ = [
     "Cost",
     "LayerSpec",
     "Pipeline",
+    "Setup",
     "check_k",
     "default_k",
     "eager",
@@ -213,6 +214,27 @@ class Captured:
     layers: list[Tensor]
     reductions: dict[str, str]
     labels: Tensor | None = None
+
+
+@dataclasses.dataclass
+class Setup:
+    """The layers of a measurement, resolved and checked once (:meth:`Pipeline.setup`).
+
+    Attributes:
+        names (list[str]): the module layers (without the input); ``"name:i"`` for repeated calls.
+        layer_names (list[str]): the L layer names, the probe input first (``"input"``, or
+            ``"probe_input"`` if a module is called so).
+        dims (list[int]): D_l of the L layers; empty when the layers could not be checked.
+        cost (Cost | None): the projected cost of one measurement (None without ``dims``).
+        warnings (list[tuple[str, str]]): ``(key, message)`` to warn about once: ``"setup"`` (named layers
+            that do not run), ``"degenerate"`` (a correlation of <= 2 points), ``"cost"`` (over budget).
+    """
+
+    names: list[str]
+    layer_names: list[str]
+    dims: list[int]
+    cost: Cost | None
+    warnings: list[tuple[str, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +429,45 @@ class Pipeline:
                 )
                 self.batch_size = max(8, min(256, FORWARD_BUDGET_BYTES // (largest * 4 * _ALIVE)))
         return list(acts), [dims[0], *(int(a.shape[1]) for a in acts.values())], seconds / points
+
+    def setup(
+        self,
+        model: nn.Module,
+        probe: Probe,
+        *,
+        lenient: bool = False,
+        prepare: Callable[[Any], Any] | None = None,
+        convert: Callable[[Any], Any] | None = None,
+        context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> Setup:
+        """:meth:`resolve` the layers and check the configuration: the warnings to give once, the cost.
+
+        Args:
+            lenient (bool, optional): named layers (``layers=[...]``) that do not run, or give no float
+                tensor, are kept with a ``"setup"`` warning (every measurement then fails) instead of
+                raising. Default: False.
+
+        Raises:
+            ValueError: as :meth:`resolve` (with ``lenient``, only for unknown names or selections).
+        """
+        warnings: list[tuple[str, str]] = []
+        try:
+            names, dims, seconds_per_point = self.resolve(
+                model, probe, prepare=prepare, convert=convert, context=context
+            )
+        except CaptureError as err:
+            if not lenient or not isinstance(self.layers, list):
+                raise
+            warnings.append(("setup", f"{err}; every measurement will fail until it does (ricci/failed = 1)"))
+            names, dims, seconds_per_point = list(self.layers), [], 0.0
+        message = degenerate_message(self.convention, len(names))
+        if message is not None:
+            warnings.append(("degenerate", message))
+        cost = self.estimate(dims, probe.num_points, seconds_per_point) if dims else None
+        if cost is not None and cost.over_budget():
+            warnings.append(("cost", cost.warning(probe.num_points, len(dims))))
+        input_name = INPUT_LAYER if INPUT_LAYER not in names else "probe_input"
+        return Setup(names, [input_name, *names], dims, cost, warnings)
 
     def capture(
         self,

@@ -248,9 +248,12 @@ def history_entry(
     layer_names: Sequence[str],
     **where: Any,
 ) -> dict[str, Any]:
-    """The monitor's history entry of one measurement: ``where`` (``epoch``, ``global_step``, ``stage``)
-    and the numbers of its :func:`payload` ``sent`` and of what was ``logged`` (see
-    :class:`~lightning_ricci.RicciFlowMonitor`'s ``history``).
+    """The monitor's history entry of one measurement: ``where`` (``epoch``, ``global_step``: the step of
+    its logged scalars, ``stage``) and the numbers of its :func:`payload` ``sent`` and of what was
+    ``logged``: ``coefficient`` (as logged), ``coefficient_paper``, ``coefficient_connected`` (NaN when
+    undefined), ``excluded``, ``failed``, ``carried`` (the keys replaced), ``local_mean``,
+    ``local_negative_share``, ``critical_layer``, the ``curvature`` / ``geodesic_sum`` dicts layer ->
+    value, ``layer`` (the layer coefficients), ``reductions`` and ``seconds``.
     """
     values, extra = sent["values"], sent["extra"]
     critical = values.get("ricci/critical_layer", math.nan)

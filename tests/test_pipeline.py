@@ -356,3 +356,43 @@ def pipeline_captured(layers: list[torch.Tensor], names: list[str]) -> Any:
     from lightning_ricci.pipeline import Captured
 
     return Captured(names, layers, {name: "flatten" for name in names})
+
+
+def test_setup_resolves_and_collects_the_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.spare = mlp(), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    probe = make_probe(torch.randn(30, 3))
+    model = Unused()
+    setup = Pipeline(layers=["net.1", "net.3", "net.5"]).setup(model, probe)
+    assert setup.names == ["net.1", "net.3", "net.5"] and setup.layer_names == ["input", *setup.names]
+    assert setup.dims == [3, 8, 8, 8] and setup.cost is not None
+    # three chosen layers under "baptista": a correlation of 2 points
+    assert [key for key, _ in setup.warnings] == ["degenerate"]
+    assert [
+        key
+        for key, _ in Pipeline(layers=["net.1", "net.3", "net.5"], convention="hehl")
+        .setup(model, probe)
+        .warnings
+    ] == []
+    # a named layer that does not run: raised, or (lenient) kept with a warning and no dims
+    with pytest.raises(CaptureError, match="'spare' did not run"):
+        Pipeline(layers=["net.1", "spare"]).setup(model, probe)
+    lenient = Pipeline(layers=["net.1", "spare"], convention="hehl").setup(model, probe, lenient=True)
+    assert lenient.dims == [] and lenient.cost is None
+    assert [key for key, _ in lenient.warnings] == ["setup", "degenerate"]
+    # unknown names are never lenient
+    with pytest.raises(ValueError, match="does not exist"):
+        Pipeline(layers=["nope"]).setup(model, probe, lenient=True)
+    # over the activation budget: the cost warning names the numbers and the knobs
+    import lightning_ricci.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "ACTIVATION_BUDGET_MB", 1e-6)
+    costly = Pipeline(convention="hehl").setup(model, probe)
+    assert [key for key, _ in costly.warnings] == ["cost"]
+    assert "MB of activations" in costly.warnings[0][1] and "`num_samples`" in costly.warnings[0][1]
