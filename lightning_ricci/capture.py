@@ -341,8 +341,10 @@ class ActivationCapture:
                 continue
             label = _label(name, want, selectors)
             selected = _select_output(output, selectors, label)
+            tensor = first_tensor(selected)
+            if tensor is not None:
+                self.dtypes[label] = tensor.dtype
             if self._keep is not None:
-                tensor = first_tensor(selected)
                 if tensor is None or tensor.dim() == 0 or tensor.shape[0] != self._expect_rows:
                     shape = None if tensor is None else tuple(tensor.shape)
                     raise CaptureValueError(
@@ -353,19 +355,14 @@ class ActivationCapture:
                     selected = tensor.index_select(0, self._keep.to(tensor.device))
                 else:
                     selected = tensor
-            elif self._rows is not None:
-                tensor = first_tensor(selected)
-                if tensor is not None and tensor.dim() > 0:
-                    if tensor.shape[0] <= int(self._rows.max()):
-                        raise CaptureError(
-                            f"layer {label!r} output has {tensor.shape[0]} rows, fewer than the probe's node "
-                            f"indices need ({int(self._rows.max()) + 1})"
-                        )
-                    selected = tensor.index_select(0, self._rows.to(tensor.device))
+            elif self._rows is not None and tensor is not None and tensor.dim() > 0:
+                if tensor.shape[0] <= int(self._rows.max()):
+                    raise CaptureError(
+                        f"layer {label!r} output has {tensor.shape[0]} rows, fewer than the probe's node "
+                        f"indices need ({int(self._rows.max()) + 1})"
+                    )
+                selected = tensor.index_select(0, self._rows.to(tensor.device))
             reduce = self._reduce.get(label, "auto") if isinstance(self._reduce, Mapping) else self._reduce
-            tensor = first_tensor(selected)
-            if tensor is not None:
-                self.dtypes[label] = tensor.dtype
             done[index] = reduce_output(selected, reduce, label)
         return done
 

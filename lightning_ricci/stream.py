@@ -211,7 +211,7 @@ class ProbeStream:
                 raise CaptureError(
                     f"batch {batch_idx} has {batch_rows} rows, the plan needs {int(rows.max()) + 1}"
                 )
-            features = self.probe.input_features(batch, tensor).index_select(0, rows.to(tensor.device))
+            features = tensor.index_select(0, rows.to(tensor.device))  # (not a graph: layer 0 is the input)
             half = features.dtype in (torch.float16, torch.bfloat16)
             got = self.pipeline.input_block(features)[0]
         except Exception as err:  # noqa: BLE001 - a batch we cannot read is skipped, never raised into the loop
